@@ -1,0 +1,1 @@
+//! Batched Unix datagram sockets (being written).

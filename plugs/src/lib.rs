@@ -1,0 +1,90 @@
+//! Frame endpoints for switchboard.
+//!
+//! A *plug* is anything that carries whole Ethernet frames in and out of the
+//! switch: a tap device, a VDE2 data socket, (later) a QEMU stream socket or a
+//! UDP tunnel. Every plug owns its file descriptors, is non-blocking, registers
+//! itself with a [`mio::Registry`], and moves frames in batches through the
+//! [`Plug`] trait. Plugs make no forwarding decisions: the I/O-free core in the
+//! `switchboard` crate decides where a frame goes, and the daemon's event loop
+//! hands the frames to plugs.
+//!
+//! Listening endpoints that create plugs (the VDE2 `ctl` socket) live beside
+//! the plugs they create, in their own module, and are not plugs themselves.
+
+pub mod batch;
+pub mod dgram;
+pub mod tap;
+pub mod vde;
+
+pub use batch::{FrameBatch, MAX_FRAME_SLOT};
+
+use std::io;
+
+/// What a plug reports after trying to fill a receive batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvStatus {
+    /// The batch was filled to capacity; more frames may be waiting, so the
+    /// caller should come back to this plug after serving the others.
+    More,
+    /// The plug's queue is empty for now (the OS said "would block"); the next
+    /// readiness event will say when there is more.
+    Drained,
+    /// The peer went away (EOF on a control connection, a tap that vanished).
+    /// Frames already in the batch are still valid; the port should be
+    /// removed after they are forwarded.
+    Closed,
+}
+
+/// The outcome of handing frames to a plug for sending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxReport {
+    /// Frames the OS accepted.
+    pub sent: usize,
+    /// Bytes in the frames the OS accepted.
+    pub sent_bytes: usize,
+    /// Frames dropped because the peer's queue was full. A switch never blocks
+    /// on a slow port: like `vde_switch`, it drops and counts.
+    pub dropped_full: usize,
+    /// Frames dropped for any other error (peer gone, frame refused).
+    pub dropped_error: usize,
+}
+
+impl TxReport {
+    /// Adds another report's counts to this one.
+    pub fn absorb(&mut self, other: TxReport) {
+        self.sent += other.sent;
+        self.sent_bytes += other.sent_bytes;
+        self.dropped_full += other.dropped_full;
+        self.dropped_error += other.dropped_error;
+    }
+}
+
+/// A frame endpoint driven by the daemon's event loop.
+///
+/// The contract keeps the fast path free of allocation and lets each plug use
+/// the cheapest syscalls its kind of descriptor allows (`recvmmsg`/`sendmmsg`
+/// on datagram sockets, plain `read`/`write` on taps).
+pub trait Plug: mio::event::Source {
+    /// Appends received frames to `batch` until it is full or the plug has no
+    /// more. Never blocks. A frame longer than a batch slot is stored
+    /// truncated to the slot size, so the caller's length check drops it.
+    fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus>;
+
+    /// Sends the frames of `batch` whose indices are listed in `which`, in
+    /// order. Never blocks: frames the OS will not take now are dropped and
+    /// counted in the report.
+    fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport;
+
+    /// Called when the plug's descriptors become writable. Plugs that buffer
+    /// output (stream sockets) flush here; datagram plugs and taps need not.
+    fn on_writable(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// A short human-readable label for the port table: what is attached and
+    /// how (for a VDE2 client, its own description string).
+    fn description(&self) -> &str;
+
+    /// The kind of attachment, for display: `"vde"`, `"tap"`, ...
+    fn kind(&self) -> &'static str;
+}

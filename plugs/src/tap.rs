@@ -1,0 +1,1 @@
+//! Tap devices (being written).

@@ -1,0 +1,1 @@
+//! VDE2 switch directories and ports (being written).
