@@ -1,1 +1,516 @@
-//! (being written)
+//! The command line: `switchboard switch`, `switchboard run`,
+//! `switchboard ctl`.
+
+use crate::config::{
+    self, ConfigError, ConfigFile, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
+    resolve_group,
+};
+use crate::control::views::{MacView, PortView, StatsView};
+use crate::control::{Request, client};
+use crate::daemon::{self, DaemonOptions};
+use crate::switch::SegmentConfig;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A userspace virtual switch and router for VMs, containers and lab
+/// namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; without a subcommand, `run` the embedded default
+    /// network.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one switch segment, taking vde_switch's options with the same
+    /// meaning (a drop-in for scripts that start vde_switch).
+    Switch(SwitchArgs),
+    /// Run the networks described in a TOML file, or the embedded default
+    /// network when no file is given.
+    Run(RunArgs),
+    /// Show the state of a running switchboard.
+    Ctl(CtlArgs),
+}
+
+/// `switchboard switch`: vde_switch's options.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The switch directory (VDE2 control socket at DIR/ctl). Defaults to
+    /// vde_switch's: /var/run/vde.ctl as root, /tmp/vde.ctl otherwise.
+    #[arg(
+        short = 's',
+        long = "sock",
+        alias = "vdesock",
+        alias = "unix",
+        value_name = "DIR"
+    )]
+    pub sock: Option<PathBuf>,
+    /// A tap to open and plug in (repeat, or separate with commas).
+    #[arg(short = 't', long = "tap", value_name = "TAP", value_delimiter = ',')]
+    pub taps: Vec<String>,
+    /// Permissions of the sockets (octal), like vde_switch -m.
+    #[arg(short = 'm', long = "mode", value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Permissions of the directory (octal), like vde_switch --dirmode.
+    #[arg(long = "dirmode", value_name = "MODE")]
+    pub dirmode: Option<String>,
+    /// Group owning the directory and sockets, like vde_switch -g.
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Hub mode: flood every frame, learn nothing.
+    #[arg(short = 'x', long = "hub")]
+    pub hub: bool,
+    /// Number of ports.
+    #[arg(
+        short = 'n',
+        long = "numports",
+        value_name = "PORTS",
+        default_value_t = 32
+    )]
+    pub numports: u16,
+    /// Detach into the background once ready.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Write the process id to this file.
+    #[arg(short = 'p', long = "pidfile", value_name = "PIDFILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Payload MTU; up to 9216 for jumbo frames.
+    #[arg(long = "mtu", default_value_t = 1500)]
+    pub mtu: usize,
+    /// Maximum entries in the MAC table.
+    #[arg(long = "mac-table-size", default_value_t = 4096)]
+    pub mac_table_size: usize,
+    /// Seconds a silent station stays in the MAC table.
+    #[arg(long = "mac-aging", value_name = "SECS", default_value_t = 300)]
+    pub mac_aging: u64,
+    /// Control socket path (default: DIR/control).
+    #[arg(long = "control", value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+/// `switchboard run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The network file; without it, the embedded default network.
+    pub file: Option<PathBuf>,
+    /// Detach into the background once ready.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Write the process id to this file.
+    #[arg(short = 'p', long = "pidfile", value_name = "PIDFILE")]
+    pub pidfile: Option<PathBuf>,
+}
+
+/// `switchboard ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control socket, or a switch directory (its DIR/control socket).
+    #[arg(short = 'c', long = "control", value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to show.
+    #[command(subcommand)]
+    pub what: CtlCommand,
+}
+
+/// What `switchboard ctl` can show.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Ports: segment, number, kind, who is attached, counters.
+    Ports,
+    /// The MAC table of one segment, or of all.
+    Macs {
+        /// The segment.
+        segment: Option<String>,
+    },
+    /// Counters of every segment and port.
+    Stats {
+        /// Zero all counters instead of showing them.
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+/// vde_switch's default switch directory.
+fn vde_default_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/run/vde.ctl")
+    } else {
+        PathBuf::from("/tmp/vde.ctl")
+    }
+}
+
+impl SwitchArgs {
+    /// The plan for one segment named `default`.
+    pub fn to_plan(&self) -> Result<Plan, ConfigError> {
+        let dir = self.sock.clone().unwrap_or_else(vde_default_dir);
+        let mut config = SegmentConfig::new("default");
+        config.hub = self.hub;
+        config.max_ports = self.numports;
+        config.mtu = self.mtu;
+        config.mac_table_size = self.mac_table_size;
+        config.mac_aging = Duration::from_secs(self.mac_aging);
+        config.validate()?;
+        let perms = Permissions {
+            mode: self.mode.as_deref().map(parse_mode).transpose()?,
+            dirmode: self.dirmode.as_deref().map(parse_mode).transpose()?,
+            group: self.group.as_deref().map(resolve_group).transpose()?,
+        };
+        let taps: Vec<String> = self
+            .taps
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect();
+        for t in &taps {
+            if t.len() > 15 {
+                return Err(ConfigError(format!(
+                    "tap name {t:?} is longer than 15 bytes"
+                )));
+            }
+        }
+        Ok(Plan {
+            control: self.control.clone().unwrap_or_else(|| dir.join("control")),
+            segments: vec![SegmentPlan {
+                config,
+                vde: Some(VdePlan { dir, perms }),
+                taps,
+            }],
+        })
+    }
+}
+
+impl From<crate::switch::ConfigError> for ConfigError {
+    fn from(e: crate::switch::ConfigError) -> Self {
+        ConfigError(e.0)
+    }
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn main_with(cli: Cli) -> i32 {
+    let command = cli.command.unwrap_or(Command::Run(RunArgs {
+        file: None,
+        daemon: false,
+        pidfile: None,
+    }));
+    match command {
+        Command::Switch(args) => {
+            let plan = match args.to_plan() {
+                Ok(p) => p,
+                Err(e) => return fail(&e.to_string()),
+            };
+            serve(
+                plan,
+                DaemonOptions {
+                    daemonize: args.daemon,
+                    pidfile: args.pidfile,
+                    print_attach_hints: false,
+                },
+            )
+        }
+        Command::Run(args) => {
+            let (plan, hints) = match &args.file {
+                Some(f) => match ConfigFile::load(f).and_then(ConfigFile::into_plan) {
+                    Ok(p) => (p, false),
+                    Err(e) => return fail(&e.to_string()),
+                },
+                None => (config::default_plan(), true),
+            };
+            serve(
+                plan,
+                DaemonOptions {
+                    daemonize: args.daemon,
+                    pidfile: args.pidfile,
+                    print_attach_hints: hints,
+                },
+            )
+        }
+        Command::Ctl(args) => ctl(args),
+    }
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("switchboard: {msg}");
+    1
+}
+
+fn serve(plan: Plan, opts: DaemonOptions) -> i32 {
+    match daemon::run(plan, opts) {
+        Ok(()) => 0,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// The control socket named by `-c`: a socket path, or a switch directory.
+fn control_path(arg: Option<&Path>) -> PathBuf {
+    match arg {
+        Some(p) if p.is_dir() => p.join("control"),
+        Some(p) => p.to_path_buf(),
+        None => config::default_control_path(),
+    }
+}
+
+fn ctl(args: CtlArgs) -> i32 {
+    let socket = control_path(args.control.as_deref());
+    let req = match &args.what {
+        CtlCommand::Ports => Request::Ports,
+        CtlCommand::Macs { segment } => Request::Macs {
+            segment: segment.clone(),
+        },
+        CtlCommand::Stats { reset: false } => Request::Stats,
+        CtlCommand::Stats { reset: true } => Request::ResetCounters,
+    };
+    let result = match client::call(&socket, &req) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
+        return 0;
+    }
+    let text = match req {
+        Request::Ports => {
+            serde_json::from_value::<Vec<PortView>>(result).map(|rows| render_ports(&rows))
+        }
+        Request::Macs { .. } => {
+            serde_json::from_value::<Vec<MacView>>(result).map(|rows| render_macs(&rows))
+        }
+        Request::Stats => serde_json::from_value::<StatsView>(result).map(|s| render_stats(&s)),
+        Request::ResetCounters => Ok("counters reset\n".to_string()),
+    };
+    match text {
+        Ok(t) => {
+            print!("{t}");
+            0
+        }
+        Err(e) => fail(&format!("unexpected reply from switchboard: {e}")),
+    }
+}
+
+/// Renders rows as left-aligned columns under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &mut dyn Iterator<Item = &str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(&format!("{:<w$}", c, w = widths[i]));
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied(), &mut out);
+    for r in rows {
+        line(&mut r.iter().map(String::as_str), &mut out);
+    }
+    out
+}
+
+fn render_ports(rows: &[PortView]) -> String {
+    if rows.is_empty() {
+        return "no ports\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|p| {
+            vec![
+                p.segment.clone(),
+                p.port.to_string(),
+                p.kind.clone(),
+                p.rx_frames.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_frames.to_string(),
+                p.tx_bytes.to_string(),
+                p.drops.total().to_string(),
+                p.description.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SEGMENT",
+            "PORT",
+            "KIND",
+            "RX-FRAMES",
+            "RX-BYTES",
+            "TX-FRAMES",
+            "TX-BYTES",
+            "DROPS",
+            "DESCRIPTION",
+        ],
+        &rows,
+    )
+}
+
+fn render_macs(rows: &[MacView]) -> String {
+    if rows.is_empty() {
+        return "no addresses learned\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|m| {
+            vec![
+                m.segment.clone(),
+                m.vlan.to_string(),
+                m.mac.clone(),
+                m.port.to_string(),
+                format!("{}s", m.age_secs),
+            ]
+        })
+        .collect();
+    table(&["SEGMENT", "VLAN", "MAC", "PORT", "AGE"], &rows)
+}
+
+fn render_stats(s: &StatsView) -> String {
+    let mut out = format!("uptime {}s\n\n", s.uptime_secs);
+    let rows: Vec<Vec<String>> = s
+        .segments
+        .iter()
+        .map(|g| {
+            vec![
+                g.segment.clone(),
+                if g.hub { "hub" } else { "switch" }.into(),
+                g.mtu.to_string(),
+                format!("{}/{}", g.ports, g.max_ports),
+                format!("{}/{}", g.macs, g.mac_table_size),
+                g.totals.rx_frames.to_string(),
+                g.totals.tx_frames.to_string(),
+                g.counters.unicast.to_string(),
+                (g.counters.flooded_unknown + g.counters.flooded_multicast).to_string(),
+                g.counters.learn_refused_table_full.to_string(),
+                g.counters.mac_moves.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "SEGMENT",
+            "MODE",
+            "MTU",
+            "PORTS",
+            "MACS",
+            "RX",
+            "TX",
+            "UNICAST",
+            "FLOODED",
+            "LEARN-REFUSED",
+            "MOVES",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+    let drops: Vec<Vec<String>> = s
+        .ports
+        .iter()
+        .map(|p| {
+            let d = &p.drops;
+            vec![
+                p.segment.clone(),
+                p.port.to_string(),
+                d.too_short.to_string(),
+                d.too_long.to_string(),
+                d.invalid_source.to_string(),
+                d.same_port.to_string(),
+                d.tx_queue_full.to_string(),
+                d.tx_error.to_string(),
+            ]
+        })
+        .collect();
+    if !drops.is_empty() {
+        out.push_str("drops by reason:\n");
+        out.push_str(&table(
+            &[
+                "SEGMENT",
+                "PORT",
+                "TOO-SHORT",
+                "TOO-LONG",
+                "BAD-SOURCE",
+                "SAME-PORT",
+                "TX-FULL",
+                "TX-ERROR",
+            ],
+            &drops,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vde_switch_flags_map_to_a_plan() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "switch",
+            "-s",
+            "/tmp/sw",
+            "-t",
+            "tap0,tap1",
+            "-t",
+            "tap2",
+            "-m",
+            "0660",
+            "-x",
+            "-n",
+            "64",
+            "--mtu",
+            "9000",
+        ])
+        .unwrap();
+        let Some(Command::Switch(args)) = cli.command else {
+            panic!("not switch")
+        };
+        let plan = args.to_plan().unwrap();
+        assert_eq!(plan.control, PathBuf::from("/tmp/sw/control"));
+        let seg = &plan.segments[0];
+        assert_eq!(seg.taps, vec!["tap0", "tap1", "tap2"]);
+        assert!(seg.config.hub);
+        assert_eq!(seg.config.max_ports, 64);
+        assert_eq!(seg.config.mtu, 9000);
+        let vde = seg.vde.as_ref().unwrap();
+        assert_eq!(vde.dir, PathBuf::from("/tmp/sw"));
+        assert_eq!(vde.perms.mode, Some(0o660));
+    }
+
+    #[test]
+    fn bad_switch_values_are_refused() {
+        let cli = Cli::try_parse_from(["switchboard", "switch", "-s", "/tmp/x", "--mtu", "20000"])
+            .unwrap();
+        let Some(Command::Switch(args)) = cli.command else {
+            panic!()
+        };
+        assert!(args.to_plan().unwrap_err().0.contains("mtu 20000"));
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

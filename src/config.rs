@@ -1,1 +1,386 @@
-//! (being written)
+//! The network description: a TOML file, the quick-mode command line, or the
+//! embedded default network, all turned into one [`Plan`] the daemon runs.
+//!
+//! ```toml
+//! # where `switchboard ctl` finds this process (optional)
+//! control = "/run/switchboard/control"
+//!
+//! [segments.lan]
+//! vde = "/run/switchboard/lan"   # a VDE2 switch directory (QEMU -netdev vde,sock=...)
+//! taps = ["tap0"]                # taps to open and plug in
+//! mtu = 1500                     # payload bytes; up to 9216 for jumbo frames
+//! hub = false                    # flood everything, like vde_switch -x
+//! max_ports = 32                 # like vde_switch -n
+//! mac_table_size = 4096          # MAC table bound
+//! mac_aging_secs = 300           # forget silent stations after this long
+//! mode = "0660"                  # socket permissions, like vde_switch -m
+//! dirmode = "2770"               # directory permissions, like --dirmode
+//! group = "kvm"                  # group of the directory and sockets, like -g
+//! ```
+//!
+//! Unknown keys are errors, and every error names the line and the key, so a
+//! typo never silently changes the network.
+
+use crate::switch::SegmentConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The TOML file as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Path of the control socket.
+    pub control: Option<PathBuf>,
+    /// Segments by name.
+    #[serde(default)]
+    pub segments: BTreeMap<String, SegmentSection>,
+}
+
+/// One `[segments.NAME]` table.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSection {
+    /// VDE2 switch directory served for this segment.
+    pub vde: Option<PathBuf>,
+    /// Taps plugged into this segment.
+    #[serde(default)]
+    pub taps: Vec<String>,
+    /// Hub mode.
+    #[serde(default)]
+    pub hub: bool,
+    /// Payload MTU.
+    pub mtu: Option<usize>,
+    /// Highest port number.
+    pub max_ports: Option<u16>,
+    /// MAC table bound.
+    pub mac_table_size: Option<usize>,
+    /// MAC aging, seconds.
+    pub mac_aging_secs: Option<u64>,
+    /// Socket mode, octal.
+    pub mode: Option<String>,
+    /// Directory mode, octal.
+    pub dirmode: Option<String>,
+    /// Group name or number for the directory and sockets.
+    pub group: Option<String>,
+}
+
+/// Permissions of a VDE switch directory and its sockets, as `vde_switch`'s
+/// `-m`, `--dirmode` and `-g` set them. `None` means `vde_switch`'s default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Mode of the `ctl` and data sockets.
+    pub mode: Option<u32>,
+    /// Mode of the directory.
+    pub dirmode: Option<u32>,
+    /// Group id of the directory and sockets.
+    pub group: Option<u32>,
+}
+
+/// A VDE switch directory to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VdePlan {
+    /// The directory (`DIR/ctl` is the control socket clients connect to).
+    pub dir: PathBuf,
+    /// Its permissions.
+    pub perms: Permissions,
+}
+
+/// One segment, with everything attached to it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// How the segment switches.
+    pub config: SegmentConfig,
+    /// Its VDE2 directory, if it serves one.
+    pub vde: Option<VdePlan>,
+    /// Taps to open.
+    pub taps: Vec<String>,
+}
+
+/// What the daemon runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Where the control socket goes.
+    pub control: PathBuf,
+    /// The segments.
+    pub segments: Vec<SegmentPlan>,
+}
+
+/// A configuration problem, said so a person can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The directory switchboard keeps its sockets in by default:
+/// `$XDG_RUNTIME_DIR/switchboard` for users, `/run/switchboard` for root.
+pub fn runtime_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/switchboard");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("switchboard"),
+        _ => std::env::temp_dir().join(format!("switchboard-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// The default control socket path.
+pub fn default_control_path() -> PathBuf {
+    runtime_dir().join("control")
+}
+
+/// The embedded default network: one segment named `default`, served as a
+/// VDE2 switch directory under the runtime directory.
+pub fn default_plan() -> Plan {
+    let dir = runtime_dir();
+    Plan {
+        control: dir.join("control"),
+        segments: vec![SegmentPlan {
+            config: SegmentConfig::new("default"),
+            vde: Some(VdePlan {
+                dir: dir.join("default"),
+                perms: Permissions::default(),
+            }),
+            taps: Vec::new(),
+        }],
+    }
+}
+
+/// Parses an octal permission string such as `"0660"` or `"660"`.
+pub fn parse_mode(s: &str) -> Result<u32, ConfigError> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(ConfigError(format!(
+            "invalid mode {s:?}: expected octal permissions like 0660"
+        ))),
+    }
+}
+
+/// Resolves a group name (or a numeric id) to a group id.
+pub fn resolve_group(s: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(s) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(ConfigError(format!("no such group {s:?}"))),
+        Err(e) => Err(ConfigError(format!("cannot look up group {s:?}: {e}"))),
+    }
+}
+
+impl ConfigFile {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        ConfigFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks everything the parser cannot (values, references, duplicates)
+    /// and produces the plan.
+    pub fn into_plan(self) -> Result<Plan, ConfigError> {
+        if self.segments.is_empty() {
+            return Err(ConfigError(
+                "the configuration defines no segments: add a [segments.NAME] table".into(),
+            ));
+        }
+        let mut segments = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut taps: Vec<String> = Vec::new();
+        for (name, s) in self.segments {
+            let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
+            let mut config = SegmentConfig::new(name.clone());
+            config.hub = s.hub;
+            if let Some(v) = s.mtu {
+                config.mtu = v;
+            }
+            if let Some(v) = s.max_ports {
+                config.max_ports = v;
+            }
+            if let Some(v) = s.mac_table_size {
+                config.mac_table_size = v;
+            }
+            if let Some(v) = s.mac_aging_secs {
+                config.mac_aging = Duration::from_secs(v);
+            }
+            config
+                .validate()
+                .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
+            let perms = Permissions {
+                mode: s.mode.as_deref().map(parse_mode).transpose().map_err(ctx)?,
+                dirmode: s
+                    .dirmode
+                    .as_deref()
+                    .map(parse_mode)
+                    .transpose()
+                    .map_err(ctx)?,
+                group: s
+                    .group
+                    .as_deref()
+                    .map(resolve_group)
+                    .transpose()
+                    .map_err(ctx)?,
+            };
+            let vde = match s.vde {
+                Some(dir) => {
+                    if dirs.contains(&dir) {
+                        return Err(ConfigError(format!(
+                            "segments.{name}.vde: directory {} is used by another segment",
+                            dir.display()
+                        )));
+                    }
+                    dirs.push(dir.clone());
+                    Some(VdePlan { dir, perms })
+                }
+                None if perms != Permissions::default() => {
+                    return Err(ConfigError(format!(
+                        "segments.{name}: mode, dirmode and group apply to a vde directory, but none is given"
+                    )));
+                }
+                None => None,
+            };
+            for t in &s.taps {
+                if t.is_empty() || t.len() > 15 {
+                    return Err(ConfigError(format!(
+                        "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
+                    )));
+                }
+                if taps.contains(t) {
+                    return Err(ConfigError(format!(
+                        "segments.{name}.taps: tap {t:?} appears twice"
+                    )));
+                }
+                taps.push(t.clone());
+            }
+            segments.push(SegmentPlan {
+                config,
+                vde,
+                taps: s.taps,
+            });
+        }
+        Ok(Plan {
+            control: self.control.unwrap_or_else(default_control_path),
+            segments,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, ConfigError> {
+        ConfigFile::parse(text, "test.toml")?.into_plan()
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let p = plan(
+            r#"
+control = "/tmp/sb/control"
+[segments.lan]
+vde = "/tmp/sb/lan"
+taps = ["tap0", "tap1"]
+mtu = 9000
+hub = true
+max_ports = 64
+mac_table_size = 100
+mac_aging_secs = 60
+mode = "0660"
+dirmode = "2770"
+group = "0"
+[segments.wan]
+taps = ["tap2"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.control, PathBuf::from("/tmp/sb/control"));
+        assert_eq!(p.segments.len(), 2);
+        let lan = &p.segments[0];
+        assert_eq!(lan.config.name, "lan");
+        assert_eq!(lan.config.mtu, 9000);
+        assert!(lan.config.hub);
+        assert_eq!(lan.config.max_ports, 64);
+        assert_eq!(lan.config.mac_aging, Duration::from_secs(60));
+        let vde = lan.vde.as_ref().unwrap();
+        assert_eq!(vde.perms.mode, Some(0o660));
+        assert_eq!(vde.perms.dirmode, Some(0o2770));
+        assert_eq!(vde.perms.group, Some(0));
+        assert_eq!(lan.taps, vec!["tap0", "tap1"]);
+        assert!(p.segments[1].vde.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line_and_key() {
+        let e = plan("[segments.lan]\nvde = \"/tmp/x\"\nmtuu = 1500\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("mtuu"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_segment_named() {
+        let e = plan("[segments.lan]\nmtu = 10000\n").unwrap_err().0;
+        assert!(e.contains("lan") && e.contains("mtu 10000"), "{e}");
+        let e = plan("[segments.lan]\nvde = \"/x\"\nmode = \"0999\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("invalid mode"), "{e}");
+        let e = plan("[segments.a]\nvde = \"/x\"\n[segments.b]\nvde = \"/x\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("used by another segment"), "{e}");
+        let e = plan("[segments.a]\ntaps = [\"t\"]\n[segments.b]\ntaps = [\"t\"]\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("appears twice"), "{e}");
+        let e = plan("[segments.a]\ntaps = [\"averyveryverylongname\"]\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("not a valid interface name"), "{e}");
+        let e = plan("control = \"/x\"\n").unwrap_err().0;
+        assert!(e.contains("no segments"), "{e}");
+        let e = plan("[segments.a]\nmode = \"0660\"\n").unwrap_err().0;
+        assert!(e.contains("none is given"), "{e}");
+    }
+
+    #[test]
+    fn modes_parse_as_octal() {
+        assert_eq!(parse_mode("0660").unwrap(), 0o660);
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert_eq!(parse_mode("02770").unwrap(), 0o2770);
+        assert!(parse_mode("8").is_err());
+        assert!(parse_mode("77777").is_err());
+    }
+
+    #[test]
+    fn default_plan_has_one_segment_with_a_vde_dir() {
+        let p = default_plan();
+        assert_eq!(p.segments.len(), 1);
+        assert_eq!(p.segments[0].config.name, "default");
+        assert!(
+            p.segments[0]
+                .vde
+                .as_ref()
+                .unwrap()
+                .dir
+                .ends_with("switchboard/default")
+        );
+    }
+}

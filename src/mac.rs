@@ -57,7 +57,11 @@ pub struct ParseMacError(String);
 
 impl fmt::Display for ParseMacError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid MAC address {:?}: expected six hex bytes like 52:54:00:12:34:56", self.0)
+        write!(
+            f,
+            "invalid MAC address {:?}: expected six hex bytes like 52:54:00:12:34:56",
+            self.0
+        )
     }
 }
 

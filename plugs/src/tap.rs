@@ -1,1 +1,806 @@
-//! Tap devices (being written).
+//! Tap devices as switch ports.
+//!
+//! A tap is the kernel's end of a virtual Ethernet cable: every frame the host
+//! stack transmits on the interface can be read from the tap's file
+//! descriptor, and every frame written to the descriptor arrives on the
+//! interface as if received from a wire. [`TapPlug`] turns one such descriptor
+//! into a switch port.
+//!
+//! The tap is opened through `tun-rs` in plain L2 mode: no packet-information
+//! header and no `IFF_VNET_HDR` (offloads stay off, so every frame read is a
+//! real Ethernet frame no larger than the MTU, which is what the other port
+//! kinds can carry). One `read` or `write` moves one frame; taps have no
+//! `recvmmsg` equivalent without vnet headers.
+//!
+//! State policy, chosen to match `vde_switch -t` and to stay out of the host
+//! administrator's way:
+//! - a tap that **we created** (the name did not exist) is brought up, since
+//!   nobody else is going to configure it before frames should flow;
+//! - a tap that **already existed** (`ip tuntap add dev NAME mode tap user
+//!   USER`) keeps its administrative state: bringing it up could start IPv6
+//!   autoconfiguration or activate addresses and routes its owner staged for
+//!   later, and an unprivileged user could not do it anyway. If it is down,
+//!   a warning is logged saying how to bring it up;
+//! - addresses are never touched.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use tun_rs::{DeviceBuilder, Layer, SyncDevice};
+
+use crate::{FrameBatch, Plug, RecvStatus, TxReport};
+
+/// Linux `IFNAMSIZ` minus the terminating NUL: the longest interface name.
+pub const MAX_TAP_NAME: usize = 15;
+
+/// Smallest MTU accepted for a tap: the IPv4 minimum, which is also the
+/// kernel's lower bound for Ethernet devices.
+pub const MIN_TAP_MTU: u16 = 68;
+
+/// Largest MTU accepted for a tap: the jumbo payload a batch slot can hold
+/// (see [`MAX_FRAME_SLOT`](crate::MAX_FRAME_SLOT)). A larger MTU would let the
+/// host send frames that every port would have to drop as oversized.
+pub const MAX_TAP_MTU: u16 = 9216;
+
+/// How to open a tap. Options default to "leave the interface as it is".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Set the interface MTU to this value (for jumbo frames). Left alone
+    /// when `None`, or when the tap already has this MTU (so that an
+    /// unprivileged user can attach to a tap its administrator configured).
+    pub mtu: Option<u16>,
+}
+
+/// A tap device attached to the switch as one port.
+///
+/// Owns the tap's file descriptor (non-blocking). A tap we created lives as
+/// long as this value: it disappears when the plug is dropped, unless it was
+/// made persistent by someone else. A pre-existing persistent tap stays.
+pub struct TapPlug {
+    dev: SyncDevice,
+    name: String,
+    description: String,
+    created: bool,
+}
+
+impl std::fmt::Debug for TapPlug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapPlug")
+            .field("name", &self.name)
+            .field("fd", &self.dev.as_raw_fd())
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapPlug {
+    /// Opens the tap `name`, attaching to an existing one (typically a
+    /// persistent tap owned by the current user) or creating it when the
+    /// process has `CAP_NET_ADMIN`. The descriptor is non-blocking.
+    ///
+    /// # Errors
+    ///
+    /// Errors carry a message meant for the operator: an invalid name
+    /// (`InvalidInput`), a missing privilege (`PermissionDenied`, naming the
+    /// two ways to fix it), a tap held by another process, a name taken by a
+    /// device that is not a tap, a refused MTU.
+    pub fn open(name: &str, opts: &TapOptions) -> io::Result<TapPlug> {
+        validate_name(name)?;
+        if let Some(mtu) = opts.mtu
+            && !(MIN_TAP_MTU..=MAX_TAP_MTU).contains(&mtu)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("tap {name}: MTU {mtu} is out of range ({MIN_TAP_MTU}..={MAX_TAP_MTU})"),
+            ));
+        }
+
+        let existed = interface_exists(name);
+        let dev = DeviceBuilder::new()
+            .name(name)
+            .layer(Layer::L2)
+            .packet_information(false)
+            .offload(false)
+            .multi_queue(false)
+            .inherit_enable_state()
+            .build_sync()
+            .map_err(|e| explain_open_error(name, existed, e))?;
+        dev.set_nonblocking(true)
+            .map_err(|e| with_context(e, format!("tap {name}: cannot make non-blocking")))?;
+
+        if let Some(mtu) = opts.mtu {
+            let current = dev
+                .mtu()
+                .map_err(|e| with_context(e, format!("tap {name}: cannot read MTU")))?;
+            if current != mtu {
+                dev.set_mtu(mtu)
+                    .map_err(|e| explain_config_error(name, &format!("set MTU {mtu}"), e))?;
+            }
+        }
+
+        if existed {
+            match dev.is_running() {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    tap = name,
+                    "tap is down; frames will not flow until it is brought up \
+                     (ip link set {name} up)"
+                ),
+                Err(e) => tracing::debug!(tap = name, error = %e, "cannot read tap flags"),
+            }
+        } else {
+            dev.enabled(true)
+                .map_err(|e| explain_config_error(name, "bring up", e))?;
+        }
+        tracing::debug!(tap = name, created = !existed, "tap opened");
+
+        Ok(TapPlug {
+            dev,
+            name: name.to_owned(),
+            description: format!("tap {name}"),
+            created: !existed,
+        })
+    }
+
+    /// The interface name, as given to [`open`](Self::open).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when the tap did not exist before and was created by this plug
+    /// (so it was brought up, and it vanishes when the plug is dropped).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+impl AsRawFd for TapPlug {
+    /// The tap's descriptor, for callers that poll it themselves.
+    fn as_raw_fd(&self) -> RawFd {
+        self.dev.as_raw_fd()
+    }
+}
+
+impl Plug for TapPlug {
+    fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
+        loop {
+            let Some(slot) = batch.next_slot() else {
+                return Ok(RecvStatus::More);
+            };
+            match self.dev.recv(slot) {
+                // A tap never returns 0 for a non-empty buffer while the
+                // device exists; treat it as end of file.
+                Ok(0) => return Ok(RecvStatus::Closed),
+                Ok(n) => batch.commit(n),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(RecvStatus::Drained),
+                    io::ErrorKind::Interrupted => continue,
+                    _ if is_gone(&e) => return Ok(RecvStatus::Closed),
+                    _ => {
+                        return Err(with_context(e, format!("tap {}: read failed", self.name)));
+                    }
+                },
+            }
+        }
+    }
+
+    fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
+        let mut report = TxReport::default();
+        // Once a write fails with EIO/EBADFD/ENODEV (the tap was deleted, or
+        // is administratively down: the kernel refuses writes with EIO then),
+        // the rest of the batch would fail the same way: drop it without
+        // further syscalls.
+        let mut gone = false;
+        for &i in which {
+            let i = usize::from(i);
+            if gone || i >= batch.len() {
+                report.dropped_error += 1;
+                continue;
+            }
+            let frame = batch.frame(i);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match self.dev.send(frame) {
+                    Ok(_) => {
+                        report.sent += 1;
+                        report.sent_bytes += frame.len();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => report.dropped_full += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted && attempts < 3 => continue,
+                    Err(e) => {
+                        gone = is_gone(&e);
+                        report.dropped_error += 1;
+                    }
+                }
+                break;
+            }
+        }
+        report
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn kind(&self) -> &'static str {
+        "tap"
+    }
+}
+
+impl mio::event::Source for TapPlug {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.dev.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.dev.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.dev.as_raw_fd()).deregister(registry)
+    }
+}
+
+/// Rejects names the kernel would refuse (mirrors `dev_valid_name`), so the
+/// operator gets a precise message instead of a bare EINVAL.
+fn validate_name(name: &str) -> io::Result<()> {
+    let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if name.is_empty() {
+        return invalid("tap name is empty".to_owned());
+    }
+    if name.len() > MAX_TAP_NAME {
+        return invalid(format!(
+            "tap name {name:?} is too long ({} bytes; Linux interface names have at most {MAX_TAP_NAME})",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return invalid(format!("tap name {name:?} is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+    {
+        return invalid(format!(
+            "tap name {name:?} contains {c:?}, which interface names cannot contain"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an interface called `name` exists in this thread's network
+/// namespace. Decides whether the tap is ours to bring up.
+fn interface_exists(name: &str) -> bool {
+    let mut buf = [0u8; MAX_TAP_NAME + 1];
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `buf` is NUL-terminated (the name was validated to be at most
+    // MAX_TAP_NAME bytes with no NUL inside) and outlives the call.
+    unsafe { libc::if_nametoindex(buf.as_ptr().cast()) != 0 }
+}
+
+/// Errors that mean the tap device itself is gone (deleted, or detached from
+/// this descriptor): the port should be removed.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EBADFD | libc::ENODEV | libc::ENXIO | libc::EBADF)
+    )
+}
+
+/// Prefixes an error with context, keeping its kind.
+fn with_context(e: io::Error, context: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{context}: {e}"))
+}
+
+/// Turns a failed open/TUNSETIFF into an actionable message.
+fn explain_open_error(name: &str, existed: bool, e: io::Error) -> io::Error {
+    let msg = match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => {
+            if existed {
+                format!(
+                    "tap {name}: permission denied: the tap exists but is not owned by this user; \
+                     recreate it with `ip tuntap add dev {name} mode tap user $USER`, \
+                     or run with CAP_NET_ADMIN"
+                )
+            } else {
+                format!(
+                    "tap {name}: permission denied: creating a tap needs CAP_NET_ADMIN; \
+                     either have an administrator create it for you \
+                     (`ip tuntap add dev {name} mode tap user $USER`) or run with CAP_NET_ADMIN"
+                )
+            }
+        }
+        Some(libc::EBUSY) => format!(
+            "tap {name} is already in use by another process (a single-queue tap has one reader)"
+        ),
+        Some(libc::EINVAL) if existed => format!(
+            "{name} exists but is not a tap, or is a tap with other flags \
+             (multi_queue, tun mode); choose another name"
+        ),
+        Some(libc::ENOENT | libc::ENXIO | libc::ENODEV) => format!(
+            "tap {name}: /dev/net/tun is not available (is the tun module loaded? \
+             in a container, pass --device /dev/net/tun)"
+        ),
+        _ => format!("tap {name}: cannot open: {e}"),
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+/// Turns a failed interface configuration step into an actionable message.
+fn explain_config_error(name: &str, what: &str, e: io::Error) -> io::Error {
+    let msg = match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => format!(
+            "tap {name}: cannot {what}: permission denied (needs CAP_NET_ADMIN; \
+             or configure the tap beforehand with `ip link set {name} ...`)"
+        ),
+        Some(libc::EINVAL) => format!("tap {name}: cannot {what}: the kernel refused the value"),
+        _ => format!("tap {name}: cannot {what}: {e}"),
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+#[cfg(test)]
+mod tests {
+    //! These tests need root and /dev/net/tun. Each runs on its own thread
+    //! inside a fresh network namespace (`unshare(CLONE_NEWNET)` affects only
+    //! the calling thread), so taps never collide and vanish with the thread;
+    //! `ip` commands spawned from that thread inherit its namespace.
+
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const TAP: &str = "sbtap0";
+    const ETH_P_TEST: u16 = 0x88b5; // IEEE local experimental EtherType
+    const OUR_MAC: [u8; 6] = [0x02, 0x5b, 0, 0, 0, 0x01];
+
+    /// Runs `f` on a new thread inside a fresh network namespace, or prints
+    /// why it cannot and returns (the test then passes as skipped).
+    fn in_fresh_netns<F: FnOnce() + Send + 'static>(test: &str, f: F) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP {test}: not root");
+            return;
+        }
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            eprintln!("SKIP {test}: /dev/net/tun is missing");
+            return;
+        }
+        let handle = std::thread::spawn(move || {
+            // SAFETY: unshare only changes this thread's namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // No IPv6 autoconfiguration chatter on the test taps.
+            for knob in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "1");
+            }
+            f();
+            Ok(())
+        });
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("SKIP {test}: cannot create a network namespace: {e}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ip_link_show(name: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", name])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An AF_PACKET socket bound to one interface: the test's view of the
+    /// host side of the tap.
+    struct PacketSocket(OwnedFd);
+
+    impl PacketSocket {
+        fn bind(ifname: &str) -> PacketSocket {
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2) call; the result is checked.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    proto.into(),
+                )
+            };
+            assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
+            // SAFETY: fd is a fresh descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let cname = std::ffi::CString::new(ifname).unwrap();
+            // SAFETY: cname is NUL-terminated.
+            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+            assert!(ifindex != 0, "no interface {ifname}");
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            // SAFETY: sll is a valid sockaddr_ll of the given length.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "bind AF_PACKET: {}", io::Error::last_os_error());
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 200_000,
+            };
+            // SAFETY: tv is a valid timeval of the given length.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            assert_eq!(rc, 0);
+            PacketSocket(fd)
+        }
+
+        fn send(&self, frame: &[u8]) {
+            // SAFETY: frame is a valid buffer of its length.
+            let n =
+                unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+            assert_eq!(
+                n,
+                frame.len() as isize,
+                "AF_PACKET send: {}",
+                io::Error::last_os_error()
+            );
+        }
+
+        /// The first frame carrying `marker` seen within `timeout`.
+        fn recv_marked(&self, marker: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+            let deadline = Instant::now() + timeout;
+            let mut buf = vec![0u8; 65536];
+            for _ in 0..10_000 {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                // SAFETY: buf is a valid writable buffer of its length.
+                let n = unsafe {
+                    libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                };
+                if n > 0 {
+                    let frame = &buf[..n as usize];
+                    if frame.windows(marker.len()).any(|w| w == marker) {
+                        return Some(frame.to_vec());
+                    }
+                }
+            }
+            None
+        }
+    }
+
+    /// A broadcast test frame: EtherType 0x88b5, `marker` and `index` in the
+    /// payload, padded to `len` bytes.
+    fn test_frame(marker: &[u8; 8], index: u16, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len.max(60)];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&OUR_MAC);
+        f[12..14].copy_from_slice(&ETH_P_TEST.to_be_bytes());
+        f[14..22].copy_from_slice(marker);
+        f[22..24].copy_from_slice(&index.to_be_bytes());
+        f
+    }
+
+    fn marker(seed: u8) -> [u8; 8] {
+        let pid = std::process::id().to_be_bytes();
+        [0x5b, seed, pid[0], pid[1], pid[2], pid[3], 0xa5, 0x5a]
+    }
+
+    /// Waits (bounded) until the plug's descriptor is readable, via mio, so
+    /// the `mio::event::Source` implementation is exercised too.
+    fn wait_readable(plug: &mut TapPlug, timeout: Duration) -> bool {
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(plug, Token(7), Interest::READABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(timeout)).unwrap();
+        let ready = events.iter().any(|e| e.token() == Token(7));
+        poll.registry().deregister(plug).unwrap();
+        ready
+    }
+
+    /// Receives until a frame carrying `marker` arrives (bounded).
+    fn recv_marked(plug: &mut TapPlug, marker: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut batch = FrameBatch::new();
+        for _ in 0..1000 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            wait_readable(plug, left);
+            batch.clear();
+            let status = plug.recv_batch(&mut batch).unwrap();
+            for i in 0..batch.len() {
+                let f = batch.frame(i);
+                if f.windows(marker.len()).any(|w| w == marker) {
+                    return Some(f.to_vec());
+                }
+            }
+            assert_ne!(status, RecvStatus::Closed, "tap closed unexpectedly");
+        }
+        None
+    }
+
+    #[test]
+    fn rejects_bad_names_without_privileges() {
+        let e = TapPlug::open("a-very-long-tap-name", &TapOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("too long"), "{e}");
+        for bad in ["", "a/b", "a b", "x:1", ".."] {
+            let e = TapPlug::open(bad, &TapOptions::default()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {e}");
+        }
+        let e = TapPlug::open("sbtok", &TapOptions { mtu: Some(20000) }).unwrap_err();
+        assert!(e.to_string().contains("MTU 20000"), "{e}");
+    }
+
+    #[test]
+    fn created_tap_is_up_and_reports_kind() {
+        in_fresh_netns("created_tap_is_up_and_reports_kind", || {
+            let plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+            assert!(plug.created());
+            assert_eq!(plug.kind(), "tap");
+            assert_eq!(plug.description(), "tap sbtap0");
+            assert_eq!(plug.name(), TAP);
+            let link = ip_link_show(TAP);
+            assert!(link.contains("<BROADCAST,MULTICAST,UP,LOWER_UP>"), "{link}");
+            drop(plug);
+            assert_eq!(
+                ip_link_show(TAP),
+                "",
+                "a tap we created vanishes with the plug"
+            );
+        });
+    }
+
+    #[test]
+    fn existing_tap_is_attached_and_left_down() {
+        in_fresh_netns("existing_tap_is_attached_and_left_down", || {
+            ip(&["tuntap", "add", "dev", TAP, "mode", "tap"]);
+            let plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+            assert!(!plug.created());
+            let link = ip_link_show(TAP);
+            assert!(
+                link.contains("state DOWN") && !link.contains(",UP"),
+                "{link}"
+            );
+            drop(plug);
+            assert!(ip_link_show(TAP).contains(TAP), "a persistent tap stays");
+        });
+    }
+
+    #[test]
+    fn frames_written_by_the_plug_reach_the_interface() {
+        in_fresh_netns("frames_written_by_the_plug_reach_the_interface", || {
+            let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+            let sock = PacketSocket::bind(TAP);
+            let m = marker(1);
+            let mut batch = FrameBatch::new();
+            batch.push(&test_frame(&m, 0, 60));
+            batch.push(&test_frame(&m, 1, 1514));
+            // Index 9 is out of range: counted, not a panic.
+            let report = plug.send_batch(&batch, &[0, 1, 9]);
+            assert_eq!(report.sent, 2);
+            assert_eq!(report.sent_bytes, 60 + 1514);
+            assert_eq!(report.dropped_error, 1);
+            let mut want = m.to_vec();
+            want.extend_from_slice(&1u16.to_be_bytes());
+            let got = sock
+                .recv_marked(&want, Duration::from_secs(3))
+                .expect("frame 1 seen on the interface");
+            assert_eq!(got, test_frame(&m, 1, 1514));
+        });
+    }
+
+    #[test]
+    fn frames_sent_on_the_interface_are_received_in_batches() {
+        in_fresh_netns(
+            "frames_sent_on_the_interface_are_received_in_batches",
+            || {
+                let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+                let sock = PacketSocket::bind(TAP);
+                let m = marker(2);
+                const N: u16 = 40;
+                for i in 0..N {
+                    sock.send(&test_frame(&m, i, 100));
+                }
+                assert!(
+                    wait_readable(&mut plug, Duration::from_secs(3)),
+                    "tap never became readable"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+                let mut batch = FrameBatch::new();
+                let mut seen = Vec::new();
+                let mut saw_more = false;
+                for _ in 0..20 {
+                    batch.clear();
+                    let status = plug.recv_batch(&mut batch).unwrap();
+                    match status {
+                        RecvStatus::More => {
+                            assert!(batch.is_full());
+                            saw_more = true;
+                        }
+                        RecvStatus::Drained => assert!(!batch.is_full()),
+                        RecvStatus::Closed => panic!("tap closed"),
+                    }
+                    for i in 0..batch.len() {
+                        let f = batch.frame(i);
+                        if f.len() == 100 && f[14..22] == m {
+                            seen.push(u16::from_be_bytes([f[22], f[23]]));
+                        }
+                    }
+                    if seen.len() == usize::from(N) && status == RecvStatus::Drained {
+                        break;
+                    }
+                    if status == RecvStatus::Drained {
+                        wait_readable(&mut plug, Duration::from_millis(200));
+                    }
+                }
+                assert!(saw_more, "40 queued frames should overflow one batch of 32");
+                assert_eq!(seen, (0..N).collect::<Vec<_>>(), "all frames, in order");
+                batch.clear();
+                assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+            },
+        );
+    }
+
+    #[test]
+    fn kernel_answers_arp_sent_through_the_plug() {
+        in_fresh_netns("kernel_answers_arp_sent_through_the_plug", || {
+            let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+            ip(&["addr", "add", "10.99.0.1/24", "dev", TAP]);
+            let mut req = vec![0u8; 60];
+            req[..6].copy_from_slice(&[0xff; 6]);
+            req[6..12].copy_from_slice(&OUR_MAC);
+            req[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+            req[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
+            req[22..28].copy_from_slice(&OUR_MAC);
+            req[28..32].copy_from_slice(&[10, 99, 0, 2]);
+            req[38..42].copy_from_slice(&[10, 99, 0, 1]);
+            let mut batch = FrameBatch::new();
+            batch.push(&req);
+            assert_eq!(plug.send_batch(&batch, &[0]).sent, 1);
+            // An ARP reply: to us, opcode 2, sender 10.99.0.1, target 10.99.0.2.
+            let want = [0, 1, 8, 0, 6, 4, 0, 2];
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut reply = None;
+            while reply.is_none() && Instant::now() < deadline {
+                let f = recv_marked(&mut plug, &want, Duration::from_millis(500));
+                reply = f.filter(|f| f[12..14] == [0x08, 0x06] && f[..6] == OUR_MAC);
+            }
+            let reply = reply.expect("the kernel's ARP reply came back through the plug");
+            assert_eq!(reply[28..32], [10, 99, 0, 1]);
+            assert_eq!(reply[32..38], OUR_MAC);
+            assert_eq!(reply[38..42], [10, 99, 0, 2]);
+        });
+    }
+
+    #[test]
+    fn jumbo_mtu_carries_9000_byte_payloads() {
+        in_fresh_netns("jumbo_mtu_carries_9000_byte_payloads", || {
+            let mut plug = TapPlug::open(TAP, &TapOptions { mtu: Some(9000) }).unwrap();
+            assert!(
+                ip_link_show(TAP).contains("mtu 9000"),
+                "{}",
+                ip_link_show(TAP)
+            );
+            let sock = PacketSocket::bind(TAP);
+            let m = marker(3);
+            sock.send(&test_frame(&m, 7, 9014));
+            let got = recv_marked(&mut plug, &m, Duration::from_secs(3)).expect("jumbo frame");
+            assert_eq!(got.len(), 9014);
+            assert_eq!(got, test_frame(&m, 7, 9014));
+        });
+    }
+
+    #[test]
+    fn deleted_tap_reports_closed() {
+        in_fresh_netns("deleted_tap_reports_closed", || {
+            let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+            let mut batch = FrameBatch::new();
+            assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+            ip(&["link", "del", TAP]);
+            assert!(
+                wait_readable(&mut plug, Duration::from_secs(3)),
+                "no event after deletion"
+            );
+            assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Closed);
+            batch.push(&test_frame(&marker(4), 0, 60));
+            let report = plug.send_batch(&batch, &[0, 0]);
+            assert_eq!(report.sent, 0);
+            assert_eq!(report.dropped_error, 2);
+        });
+    }
+
+    /// Drops CAP_NET_ADMIN from this thread's effective set (capabilities
+    /// are per thread on Linux).
+    fn drop_net_admin() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut hdr = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a v3 header and two data structs.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !(1 << 12); // CAP_NET_ADMIN
+            assert_eq!(libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()), 0);
+        }
+    }
+
+    #[test]
+    fn permission_errors_say_how_to_fix_them() {
+        in_fresh_netns("permission_errors_say_how_to_fix_them", || {
+            ip(&[
+                "tuntap", "add", "dev", "sbtother", "mode", "tap", "user", "4242",
+            ]);
+            drop_net_admin();
+            let e = TapPlug::open(TAP, &TapOptions::default()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("CAP_NET_ADMIN") && msg.contains("ip tuntap add"),
+                "{msg}"
+            );
+            let e = TapPlug::open("sbtother", &TapOptions::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("not owned by this user") && msg.contains("CAP_NET_ADMIN"),
+                "{msg}"
+            );
+        });
+    }
+}

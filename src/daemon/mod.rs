@@ -1,1 +1,40 @@
-//! (being written)
+//! The daemon: one mio event loop that moves frames between plugs and the
+//! core.
+//!
+//! # Theory of operation
+//!
+//! Every descriptor the daemon watches is an *endpoint* in one slab, and its
+//! slab key is its mio token. Ports are endpoints that carry frames; the
+//! others are listeners (VDE `ctl` sockets, the control socket), handshakes in
+//! progress, control connections and the signal pipe.
+//!
+//! mio is edge-triggered, so a readable port goes on a ready queue and stays
+//! there until its plug reports it drained. Each turn of the loop serves every
+//! queued port once, one batch each, which keeps one busy port from starving
+//! the others. Serving a port means: receive a batch (one `recvmmsg` on
+//! datagram sockets), ask the engine where each frame goes, gather the frames
+//! per egress port, and hand each egress port its frames in one call (one
+//! `sendmmsg`). Nothing on that path allocates. Timers come from the engine's
+//! next deadline. SIGINT and SIGTERM end the loop; dropping the endpoints
+//! removes every socket file the daemon created.
+
+mod endpoint;
+mod event_loop;
+mod forward;
+mod vde;
+
+pub use event_loop::{Daemon, DaemonError, DaemonOptions};
+
+use crate::config::Plan;
+
+/// Builds the daemon for `plan` (binding every socket and opening every tap,
+/// so configuration errors surface before anything is detached) and runs it
+/// until a signal asks it to stop.
+pub fn run(plan: Plan, opts: DaemonOptions) -> Result<(), DaemonError> {
+    let mut daemon = Daemon::new(&plan, &opts)?;
+    if opts.print_attach_hints {
+        daemon.print_attach_hints(&plan);
+    }
+    daemon.detach_if_asked(&opts)?;
+    daemon.run()
+}

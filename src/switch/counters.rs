@@ -4,7 +4,7 @@
 //! so `switchboard ctl stats` can say *why* traffic is missing, not just that
 //! it is.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the switch dropped a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -27,7 +27,7 @@ pub enum DropReason {
 }
 
 /// Drop counts by reason, for one port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropCounters {
     /// See [`DropReason::TooShort`].
     pub too_short: u64,
@@ -70,7 +70,7 @@ impl DropCounters {
 
 /// Traffic through one port. "rx" is what the port delivered to the switch,
 /// "tx" is what the switch delivered to the port's peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCounters {
     /// Frames received from the port's peer.
     pub rx_frames: u64,
@@ -85,8 +85,25 @@ pub struct PortCounters {
     pub drops: DropCounters,
 }
 
+impl PortCounters {
+    /// Adds another port's counts to these (for segment totals).
+    pub fn accumulate(&mut self, o: &PortCounters) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        let d = &mut self.drops;
+        d.too_short += o.drops.too_short;
+        d.too_long += o.drops.too_long;
+        d.invalid_source += o.drops.invalid_source;
+        d.same_port += o.drops.same_port;
+        d.tx_queue_full += o.drops.tx_queue_full;
+        d.tx_error += o.drops.tx_error;
+    }
+}
+
 /// Events of a whole segment that belong to no single port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentCounters {
     /// Frames flooded because the destination was broadcast or multicast.
     pub flooded_multicast: u64,

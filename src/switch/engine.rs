@@ -93,7 +93,10 @@ impl fmt::Display for PortError {
                 write!(f, "segment {segment:?} has all {max_ports} ports in use")
             }
             PortError::NumberOutOfRange { number, max_ports } => {
-                write!(f, "port {number} is above the segment's limit of {max_ports}")
+                write!(
+                    f,
+                    "port {number} is above the segment's limit of {max_ports}"
+                )
             }
             PortError::NumberInUse(n) => write!(f, "port {n} is in use"),
         }
@@ -153,31 +156,40 @@ impl Engine {
             .map(|(i, s)| (SegmentId(i as u32), s))
     }
 
-    /// Attaches a new port to a segment.
-    pub fn add_port(&mut self, segment: SegmentId, req: PortRequest) -> Result<PortId, PortError> {
+    /// The number a new port on `segment` would get: `requested` if it is
+    /// in range and free, else the lowest free number from 1. Lets a caller
+    /// that must announce the number before the port exists (the VDE2
+    /// handshake names its data socket after it) check it first.
+    pub fn pick_port_number(
+        &self,
+        segment: SegmentId,
+        requested: Option<u16>,
+    ) -> Result<u16, PortError> {
         let seg = self
             .segments
-            .get_mut(segment.index())
+            .get(segment.index())
             .ok_or(PortError::NoSuchSegment)?;
         let max_ports = seg.config.max_ports;
-        let number = match req.number {
-            Some(n) if n > max_ports => {
-                return Err(PortError::NumberOutOfRange {
-                    number: n,
-                    max_ports,
-                });
-            }
-            Some(n) if seg.by_number[usize::from(n)].is_some() => {
-                return Err(PortError::NumberInUse(n));
-            }
-            Some(n) => n,
+        match requested {
+            Some(n) if n > max_ports => Err(PortError::NumberOutOfRange {
+                number: n,
+                max_ports,
+            }),
+            Some(n) if seg.by_number[usize::from(n)].is_some() => Err(PortError::NumberInUse(n)),
+            Some(n) => Ok(n),
             None => (1..=max_ports)
                 .find(|&n| seg.by_number[usize::from(n)].is_none())
                 .ok_or_else(|| PortError::SegmentFull {
                     segment: seg.config.name.clone(),
                     max_ports,
-                })?,
-        };
+                }),
+        }
+    }
+
+    /// Attaches a new port to a segment.
+    pub fn add_port(&mut self, segment: SegmentId, req: PortRequest) -> Result<PortId, PortError> {
+        let number = self.pick_port_number(segment, req.number)?;
+        let seg = &mut self.segments[segment.index()];
         let port = Port {
             segment,
             number,

@@ -98,7 +98,13 @@ impl MacTable {
 
     /// Records that `mac` on `vlan` was seen on `port` at `now`. Returns
     /// what changed and how many expired entries a sweep removed to make room.
-    pub fn learn(&mut self, mac: MacAddr, vlan: u16, port: PortKey, now: Instant) -> (Learned, u64) {
+    pub fn learn(
+        &mut self,
+        mac: MacAddr,
+        vlan: u16,
+        port: PortKey,
+        now: Instant,
+    ) -> (Learned, u64) {
         if let Some(e) = self.entries.get_mut(&(mac, vlan)) {
             let from = e.port;
             e.port = port;
@@ -217,7 +223,10 @@ mod tests {
         for i in 0..4 {
             assert_eq!(t.learn(mac(i), 0, 1, Instant::from_secs(0)).0, Learned::New);
         }
-        assert_eq!(t.learn(mac(99), 0, 1, Instant::from_secs(1)).0, Learned::Refused);
+        assert_eq!(
+            t.learn(mac(99), 0, 1, Instant::from_secs(1)).0,
+            Learned::Refused
+        );
         assert_eq!(t.len(), 4);
         // once the old entries expire, a sweep makes room
         let (l, swept) = t.learn(mac(99), 0, 1, Instant::from_secs(20));
@@ -231,10 +240,16 @@ mod tests {
         t.learn(mac(1), 0, 1, Instant::from_secs(0));
         t.learn(mac(2), 0, 1, Instant::from_secs(9));
         // full; a sweep at t=10.0 removes mac(1)
-        assert_eq!(t.learn(mac(3), 0, 1, Instant::from_secs(10)), (Learned::New, 1));
+        assert_eq!(
+            t.learn(mac(3), 0, 1, Instant::from_secs(10)),
+            (Learned::New, 1)
+        );
         // full again; mac(2) expires at 19, but the last sweep was 0.5 s ago
         t.learn(mac(4), 0, 1, Instant::from_millis(10_100));
-        assert_eq!(t.learn(mac(5), 0, 1, Instant::from_millis(10_500)).0, Learned::Refused);
+        assert_eq!(
+            t.learn(mac(5), 0, 1, Instant::from_millis(10_500)).0,
+            Learned::Refused
+        );
     }
 
     #[test]
@@ -262,7 +277,8 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if t.learn(mac(x), (x % 3) as u16, x % 8, Instant::from_millis(i / 4)).0
+            if t.learn(mac(x), (x % 3) as u16, x % 8, Instant::from_millis(i / 4))
+                .0
                 == Learned::Refused
             {
                 refused += 1;

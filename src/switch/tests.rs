@@ -90,11 +90,20 @@ const T0: Instant = Instant::ZERO;
 fn unknown_unicast_floods_then_learned_goes_to_one_port() {
     let mut r = Rig::new(SegmentConfig::new("lan"), 4);
     // host 1 on port 0 talks to host 2, not yet known: flooded, not back to 0
-    assert_eq!(r.send(T0, 0, &frame(host(2), host(1), 46)), (Forwarding::Flood, vec![1, 2, 3]));
+    assert_eq!(
+        r.send(T0, 0, &frame(host(2), host(1), 46)),
+        (Forwarding::Flood, vec![1, 2, 3])
+    );
     // host 2 answers from port 2: host 1 is known, so only port 0 gets it
-    assert_eq!(r.send(T0, 2, &frame(host(1), host(2), 46)), (Forwarding::Unicast, vec![0]));
+    assert_eq!(
+        r.send(T0, 2, &frame(host(1), host(2), 46)),
+        (Forwarding::Unicast, vec![0])
+    );
     // and now host 2 is known too
-    assert_eq!(r.send(T0, 0, &frame(host(2), host(1), 46)), (Forwarding::Unicast, vec![2]));
+    assert_eq!(
+        r.send(T0, 0, &frame(host(2), host(1), 46)),
+        (Forwarding::Unicast, vec![2])
+    );
     let s = r.seg_counters();
     assert_eq!((s.flooded_unknown, s.unicast), (1, 2));
 }
@@ -103,7 +112,10 @@ fn unknown_unicast_floods_then_learned_goes_to_one_port() {
 fn broadcast_and_multicast_flood_to_all_but_ingress() {
     let mut r = Rig::new(SegmentConfig::new("lan"), 3);
     r.send(T0, 1, &frame(host(9), host(9), 46)); // nonsense but learns nothing harmful
-    assert_eq!(r.send(T0, 1, &frame(MacAddr::BROADCAST, host(1), 46)).1, vec![0, 2]);
+    assert_eq!(
+        r.send(T0, 1, &frame(MacAddr::BROADCAST, host(1), 46)).1,
+        vec![0, 2]
+    );
     let mcast = MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]);
     assert_eq!(r.send(T0, 2, &frame(mcast, host(2), 46)).1, vec![0, 1]);
     assert_eq!(r.seg_counters().flooded_multicast, 2);
@@ -179,13 +191,21 @@ fn removing_a_port_flushes_its_addresses_and_frees_its_number() {
     assert_eq!(seg.port_by_number(number), None);
     assert!(!seg.ports().contains(&gone));
     // host 1 is unknown again, flooded to the two remaining ports only
-    let out = r.engine.handle(T0, r.ports[2], &frame(host(1), host(2), 46), &mut r.out);
+    let out = r
+        .engine
+        .handle(T0, r.ports[2], &frame(host(1), host(2), 46), &mut r.out);
     assert_eq!(out, Forwarding::Flood);
     assert_eq!(r.out.ports(), &[r.ports[0]]);
     // the number is handed out again
     let again = r
         .engine
-        .add_port(r.seg, PortRequest { kind: "test", ..Default::default() })
+        .add_port(
+            r.seg,
+            PortRequest {
+                kind: "test",
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(r.engine.port(again).unwrap().number(), number);
 }
@@ -197,7 +217,10 @@ fn frames_from_a_removed_port_are_counted_not_forwarded() {
     r.engine.remove_port(gone);
     let mut out = Egress::default();
     let f = frame(MacAddr::BROADCAST, host(1), 46);
-    assert_eq!(r.engine.handle(T0, gone, &f, &mut out), Forwarding::UnknownPort);
+    assert_eq!(
+        r.engine.handle(T0, gone, &f, &mut out),
+        Forwarding::UnknownPort
+    );
     assert!(out.is_empty());
     assert_eq!(r.engine.unknown_port_frames(), 1);
 }
@@ -215,9 +238,15 @@ fn hub_mode_floods_everything_and_learns_nothing() {
 #[test]
 fn short_long_and_invalid_frames_are_dropped_and_counted() {
     let mut r = Rig::new(SegmentConfig::new("lan"), 2);
-    assert_eq!(r.send(T0, 0, &[0u8; 13]).0, Forwarding::Dropped(DropReason::TooShort));
+    assert_eq!(
+        r.send(T0, 0, &[0u8; 13]).0,
+        Forwarding::Dropped(DropReason::TooShort)
+    );
     // 1500-byte payload plus header plus room for one tag is the limit
-    assert_eq!(r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 1504)).0, Forwarding::Flood);
+    assert_eq!(
+        r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 1504)).0,
+        Forwarding::Flood
+    );
     assert_eq!(
         r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 1505)).0,
         Forwarding::Dropped(DropReason::TooLong)
@@ -228,7 +257,10 @@ fn short_long_and_invalid_frames_are_dropped_and_counted() {
         Forwarding::Dropped(DropReason::InvalidSource)
     );
     let c = r.counters(0);
-    assert_eq!((c.drops.too_short, c.drops.too_long, c.drops.invalid_source), (1, 1, 1));
+    assert_eq!(
+        (c.drops.too_short, c.drops.too_long, c.drops.invalid_source),
+        (1, 1, 1)
+    );
     assert_eq!(c.rx_frames, 4);
     assert_eq!(c.rx_bytes, 13 + 1518 + 1519 + 60);
 }
@@ -238,7 +270,10 @@ fn jumbo_frames_pass_when_configured() {
     let mut cfg = SegmentConfig::new("jumbo");
     cfg.mtu = 9216;
     let mut r = Rig::new(cfg, 2);
-    assert_eq!(r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 9216)).1, vec![1]);
+    assert_eq!(
+        r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 9216)).1,
+        vec![1]
+    );
     assert_eq!(
         r.send(T0, 0, &frame(MacAddr::BROADCAST, host(1), 9221)).0,
         Forwarding::Dropped(DropReason::TooLong)
@@ -294,10 +329,16 @@ fn port_numbers_are_allocated_and_requests_honoured() {
     };
     let a = engine.add_port(seg, req(Some(2))).unwrap();
     assert_eq!(engine.port(a).unwrap().number(), 2);
-    assert_eq!(engine.add_port(seg, req(Some(2))), Err(PortError::NumberInUse(2)));
+    assert_eq!(
+        engine.add_port(seg, req(Some(2))),
+        Err(PortError::NumberInUse(2))
+    );
     assert!(matches!(
         engine.add_port(seg, req(Some(4))),
-        Err(PortError::NumberOutOfRange { number: 4, max_ports: 3 })
+        Err(PortError::NumberOutOfRange {
+            number: 4,
+            max_ports: 3
+        })
     ));
     let b = engine.add_port(seg, req(None)).unwrap();
     let c = engine.add_port(seg, req(None)).unwrap();
@@ -317,14 +358,20 @@ fn segments_are_isolated() {
     let mut engine = Engine::new();
     let a = engine.add_segment(SegmentConfig::new("a")).unwrap();
     let b = engine.add_segment(SegmentConfig::new("b")).unwrap();
-    let req = || PortRequest { kind: "test", ..Default::default() };
+    let req = || PortRequest {
+        kind: "test",
+        ..Default::default()
+    };
     let a1 = engine.add_port(a, req()).unwrap();
     let a2 = engine.add_port(a, req()).unwrap();
     let _b1 = engine.add_port(b, req()).unwrap();
     let mut out = Egress::default();
     engine.handle(T0, a1, &frame(MacAddr::BROADCAST, host(1), 46), &mut out);
     assert_eq!(out.ports(), &[a2]);
-    assert!(engine.add_segment(SegmentConfig::new("a")).is_err(), "duplicate names refused");
+    assert!(
+        engine.add_segment(SegmentConfig::new("a")).is_err(),
+        "duplicate names refused"
+    );
 }
 
 #[test]

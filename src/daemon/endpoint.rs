@@ -1,0 +1,44 @@
+//! Everything the event loop watches, under one type.
+
+use crate::control::server::{ControlConn, ControlListener};
+use crate::switch::{PortId, SegmentId};
+use signal_hook_mio::v1_0::Signals;
+use switchboard_plugs::Plug;
+use switchboard_plugs::vde::{PendingHandshake, VdeListener};
+
+/// One watched descriptor (or group of descriptors sharing a token).
+pub(crate) enum Endpoint {
+    /// SIGINT/SIGTERM/SIGHUP delivered as readiness.
+    Signals(Signals),
+    /// The control socket's listener.
+    ControlListener(ControlListener),
+    /// One `switchboard ctl` client.
+    ControlConn(ControlConn),
+    /// A VDE2 `ctl` listener serving a segment.
+    VdeListener {
+        /// The segment new ports join.
+        segment: SegmentId,
+        /// Index of the switch directory in the daemon's list.
+        dir: usize,
+        /// The listener.
+        listener: VdeListener,
+    },
+    /// A VDE2 client whose request has not fully arrived.
+    Handshake {
+        /// The segment the port will join.
+        segment: SegmentId,
+        /// Index of the switch directory.
+        dir: usize,
+        /// The connection.
+        pending: PendingHandshake,
+    },
+    /// A port: frames in and out.
+    Port {
+        /// The core's handle.
+        port: PortId,
+        /// The frame endpoint.
+        plug: Box<dyn Plug>,
+        /// Whether the port sits on the ready queue.
+        queued: bool,
+    },
+}

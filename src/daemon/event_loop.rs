@@ -1,0 +1,464 @@
+//! The daemon's state and its loop.
+
+use super::endpoint::Endpoint;
+use super::forward::Forwarder;
+use super::vde::{VdeDir, accept_clients, advance_handshake, expire_handshakes, open_vde_dir};
+use crate::config::Plan;
+use crate::control::server::{ConnProgress, ControlBindError, ControlListener};
+use crate::control::{Request, views};
+use crate::switch::{Engine, PortId, PortRequest, SegmentId};
+use crate::time::MonotonicClock;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchboard_plugs::tap::{TapOptions, TapPlug};
+use switchboard_plugs::{Plug, RecvStatus};
+
+/// How the daemon runs, beyond the network it serves.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Fork into the background once every socket is ready, like
+    /// `vde_switch -d`.
+    pub daemonize: bool,
+    /// Write the daemon's pid here (and remove it at exit).
+    pub pidfile: Option<PathBuf>,
+    /// Print how to attach QEMU and taps once ready.
+    pub print_attach_hints: bool,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// Setting up a socket, tap or directory failed; the message says which.
+    Setup(String),
+    /// The event loop itself failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Setup(m) => f.write_str(m),
+            DaemonError::Io(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<ControlBindError> for DaemonError {
+    fn from(e: ControlBindError) -> Self {
+        DaemonError::Setup(e.to_string())
+    }
+}
+
+/// How often stalled handshakes are looked for.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The running switchboard.
+pub struct Daemon {
+    pub(super) poll: Poll,
+    pub(super) engine: Engine,
+    pub(super) clock: MonotonicClock,
+    pub(super) endpoints: Slab<Endpoint>,
+    /// `PortId` index -> the port's token.
+    pub(super) port_tokens: Vec<Option<Token>>,
+    pub(super) ready: VecDeque<Token>,
+    pub(super) forwarder: Forwarder,
+    pub(super) dirs: Vec<VdeDir>,
+    pidfile: Option<PathBuf>,
+    stop: bool,
+}
+
+impl Daemon {
+    /// Builds every segment, opens every socket and tap of `plan`. Nothing is
+    /// served until [`run`](Self::run).
+    pub fn new(plan: &Plan, opts: &DaemonOptions) -> Result<Daemon, DaemonError> {
+        let poll = Poll::new().map_err(DaemonError::Io)?;
+        let mut d = Daemon {
+            poll,
+            engine: Engine::new(),
+            clock: MonotonicClock::new(),
+            endpoints: Slab::new(),
+            port_tokens: Vec::new(),
+            ready: VecDeque::new(),
+            forwarder: Forwarder::new(),
+            dirs: Vec::new(),
+            pidfile: opts.pidfile.clone(),
+            stop: false,
+        };
+        let signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| DaemonError::Setup(format!("cannot install signal handlers: {e}")))?;
+        d.insert(Endpoint::Signals(signals), Interest::READABLE)?;
+        let control = ControlListener::bind(&plan.control)?;
+        d.insert(Endpoint::ControlListener(control), Interest::READABLE)?;
+
+        for seg in &plan.segments {
+            let id = d
+                .engine
+                .add_segment(seg.config.clone())
+                .map_err(|e| DaemonError::Setup(e.to_string()))?;
+            if let Some(vde) = &seg.vde {
+                open_vde_dir(&mut d, id, vde)?;
+            }
+            for tap in &seg.taps {
+                let opts = TapOptions {
+                    mtu: (seg.config.mtu != 1500).then(|| seg.config.mtu as u16),
+                };
+                let plug =
+                    TapPlug::open(tap, &opts).map_err(|e| DaemonError::Setup(e.to_string()))?;
+                let description = plug.description().to_string();
+                d.add_port(
+                    id,
+                    PortRequest {
+                        number: None,
+                        kind: "tap",
+                        description,
+                    },
+                    Box::new(plug),
+                )
+                .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
+            }
+            tracing::info!(segment = %seg.config.name, mtu = seg.config.mtu, hub = seg.config.hub, "segment ready");
+        }
+        tracing::info!(control = %plan.control.display(), "control socket ready");
+        Ok(d)
+    }
+
+    /// Prints, for each VDE directory, the options that attach QEMU and a tap
+    /// to it.
+    pub fn print_attach_hints(&self, plan: &Plan) {
+        for seg in &plan.segments {
+            if let Some(vde) = &seg.vde {
+                let dir = vde.dir.display();
+                println!("segment {:?} is served at {dir}", seg.config.name);
+                println!(
+                    "  attach QEMU:  -netdev vde,id=net0,sock={dir} -device virtio-net-pci,netdev=net0"
+                );
+                println!("  attach a tap: vde_plug2tap -s {dir} TAPNAME");
+            }
+        }
+        println!(
+            "  inspect:      switchboard ctl -c {} ports",
+            plan.control.display()
+        );
+    }
+
+    /// Forks into the background when asked, then writes the pid file.
+    pub fn detach_if_asked(&mut self, opts: &DaemonOptions) -> Result<(), DaemonError> {
+        if opts.daemonize {
+            // Keep the working directory: paths in the plan may be relative.
+            nix::unistd::daemon(true, false)
+                .map_err(|e| DaemonError::Setup(format!("cannot daemonize: {e}")))?;
+        }
+        if let Some(p) = &self.pidfile {
+            std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
+                DaemonError::Setup(format!("cannot write pid file {}: {e}", p.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn insert(
+        &mut self,
+        mut ep: Endpoint,
+        interest: Interest,
+    ) -> Result<Token, DaemonError> {
+        let entry = self.endpoints.vacant_entry();
+        let token = Token(entry.key());
+        let registry = self.poll.registry();
+        let r = match &mut ep {
+            Endpoint::Signals(s) => registry.register(s, token, interest),
+            Endpoint::ControlListener(l) => registry.register(l, token, interest),
+            Endpoint::ControlConn(c) => registry.register(c, token, interest),
+            Endpoint::VdeListener { listener, .. } => registry.register(listener, token, interest),
+            Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
+            Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
+        };
+        r.map_err(DaemonError::Io)?;
+        entry.insert(ep);
+        Ok(token)
+    }
+
+    pub(super) fn remove(&mut self, token: Token) -> Option<Endpoint> {
+        let mut ep = self.endpoints.try_remove(token.0)?;
+        let registry = self.poll.registry();
+        let _ = match &mut ep {
+            Endpoint::Signals(s) => registry.deregister(s),
+            Endpoint::ControlListener(l) => registry.deregister(l),
+            Endpoint::ControlConn(c) => registry.deregister(c),
+            Endpoint::VdeListener { listener, .. } => registry.deregister(listener),
+            Endpoint::Handshake { pending, .. } => registry.deregister(pending),
+            Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
+        };
+        Some(ep)
+    }
+
+    /// Attaches a plug to a segment as a new port and starts serving it.
+    pub(super) fn add_port(
+        &mut self,
+        segment: SegmentId,
+        req: PortRequest,
+        plug: Box<dyn Plug>,
+    ) -> Result<PortId, String> {
+        let id = self
+            .engine
+            .add_port(segment, req)
+            .map_err(|e| e.to_string())?;
+        let ep = Endpoint::Port {
+            port: id,
+            plug,
+            queued: true,
+        };
+        let token = match self.insert(ep, Interest::READABLE | Interest::WRITABLE) {
+            Ok(t) => t,
+            Err(e) => {
+                self.engine.remove_port(id);
+                return Err(e.to_string());
+            }
+        };
+        let bound = self.engine.port_index_bound();
+        if self.port_tokens.len() < bound {
+            self.port_tokens.resize(bound, None);
+        }
+        self.port_tokens[id.index()] = Some(token);
+        self.forwarder.reserve_ports(bound);
+        // Frames may already be waiting; serve the port once without
+        // waiting for an edge.
+        self.ready.push_back(token);
+        if let Some(p) = self.engine.port(id) {
+            let seg = self
+                .engine
+                .segment(segment)
+                .map(|s| s.name())
+                .unwrap_or("?");
+            tracing::info!(
+                segment = seg,
+                port = p.number(),
+                kind = p.kind(),
+                description = p.description(),
+                "port attached"
+            );
+        }
+        Ok(id)
+    }
+
+    fn remove_port(&mut self, token: Token) {
+        if let Some(Endpoint::Port { port, plug, .. }) = self.remove(token) {
+            if let Some(slot) = self.port_tokens.get_mut(port.index()) {
+                *slot = None;
+            }
+            if let Some(p) = self.engine.remove_port(port) {
+                let seg = self
+                    .engine
+                    .segment(p.segment())
+                    .map(|s| s.name())
+                    .unwrap_or("?");
+                tracing::info!(
+                    segment = seg,
+                    port = p.number(),
+                    kind = plug.kind(),
+                    description = p.description(),
+                    rx = p.counters().rx_frames,
+                    tx = p.counters().tx_frames,
+                    "port detached"
+                );
+            }
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub fn run(&mut self) -> Result<(), DaemonError> {
+        let mut events = Events::with_capacity(256);
+        let mut next_housekeeping = self.clock.now() + HOUSEKEEPING_INTERVAL;
+        while !self.stop {
+            let now = self.clock.now();
+            let mut deadline = next_housekeeping;
+            if let Some(t) = self.engine.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            let timeout = if self.ready.is_empty() {
+                deadline.saturating_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DaemonError::Io(e)),
+            }
+            for ev in events.iter() {
+                self.dispatch(
+                    ev.token(),
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable(),
+                );
+            }
+            self.serve_ready_ports();
+            let now = self.clock.now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            if now >= next_housekeeping {
+                expire_handshakes(self);
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            }
+        }
+        tracing::info!("shutting down");
+        Ok(())
+    }
+
+    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+        let Some(ep) = self.endpoints.get_mut(token.0) else {
+            return;
+        };
+        match ep {
+            Endpoint::Port { plug, queued, .. } => {
+                if writable {
+                    if let Err(e) = plug.on_writable() {
+                        tracing::warn!(error = %e, "port write failed");
+                    }
+                }
+                if readable && !*queued {
+                    *queued = true;
+                    self.ready.push_back(token);
+                }
+            }
+            Endpoint::Signals(signals) => {
+                for sig in signals.pending() {
+                    match sig {
+                        SIGHUP => tracing::info!(
+                            "SIGHUP ignored (configuration reload is not supported yet)"
+                        ),
+                        _ => {
+                            tracing::info!(signal = sig, "stop requested");
+                            self.stop = true;
+                        }
+                    }
+                }
+            }
+            Endpoint::ControlListener(_) => self.accept_control(),
+            Endpoint::ControlConn(conn) => {
+                let progress = conn.progress();
+                self.control_progress(token, progress);
+            }
+            Endpoint::VdeListener { .. } => accept_clients(self, token),
+            Endpoint::Handshake { .. } => advance_handshake(self, token),
+        }
+    }
+
+    fn serve_ready_ports(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                break;
+            };
+            let clock = self.clock;
+            let status = self.forwarder.serve(
+                token,
+                &mut self.endpoints,
+                &self.port_tokens,
+                &mut self.engine,
+                || clock.now(),
+            );
+            match status {
+                Some(RecvStatus::More) => {
+                    if let Some(Endpoint::Port { queued, .. }) = self.endpoints.get_mut(token.0) {
+                        *queued = true;
+                    }
+                    self.ready.push_back(token);
+                }
+                Some(RecvStatus::Closed) => self.remove_port(token),
+                Some(RecvStatus::Drained) | None => {}
+            }
+        }
+    }
+
+    fn accept_control(&mut self) {
+        loop {
+            let accepted = match self.endpoints.iter_mut().find_map(|(_, ep)| match ep {
+                Endpoint::ControlListener(l) => Some(l.accept()),
+                _ => None,
+            }) {
+                Some(Ok(Some(conn))) => conn,
+                Some(Ok(None)) | None => return,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    return;
+                }
+            };
+            if let Err(e) = self.insert(
+                Endpoint::ControlConn(accepted),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(error = %e, "cannot register control client");
+            }
+        }
+    }
+
+    fn control_progress(&mut self, token: Token, progress: ConnProgress) {
+        match progress {
+            ConnProgress::Waiting => {}
+            ConnProgress::Finished => {
+                self.remove(token);
+            }
+            ConnProgress::Request(req) => {
+                let doc = match req {
+                    Ok(r) => self.answer(&r),
+                    Err(e) => Err(e.0),
+                };
+                let doc = match doc {
+                    Ok(result) => json!({ "ok": true, "result": result }),
+                    Err(error) => json!({ "ok": false, "error": error }),
+                };
+                let next = match self.endpoints.get_mut(token.0) {
+                    Some(Endpoint::ControlConn(conn)) => conn.reply(&doc),
+                    _ => return,
+                };
+                if let ConnProgress::Finished = next {
+                    self.remove(token);
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, req: &Request) -> Result<serde_json::Value, String> {
+        let now = self.clock.now();
+        let value = match req {
+            Request::Ports => serde_json::to_value(views::ports(&self.engine)),
+            Request::Macs { segment } => {
+                let rows = views::macs(&self.engine, segment.as_deref(), now).ok_or_else(|| {
+                    format!("no segment named {:?}", segment.as_deref().unwrap_or(""))
+                })?;
+                serde_json::to_value(rows)
+            }
+            Request::Stats => serde_json::to_value(views::stats(&self.engine, now)),
+            Request::ResetCounters => {
+                self.engine.reset_counters(None);
+                Ok(serde_json::Value::Null)
+            }
+        };
+        value.map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Ports first (their data sockets live inside the switch
+        // directories), then listeners and directories.
+        let tokens: Vec<usize> = self.endpoints.iter().map(|(k, _)| k).collect();
+        for k in tokens {
+            self.remove(Token(k));
+        }
+        self.dirs.clear();
+        if let Some(p) = &self.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Taps opened by switchboard itself (`-t`), as `vde_switch -t` does: no
+//! plug processes in the path.
+
+use crate::netns::{Need, Netns, TestDir, tap_name};
+use crate::skip_unless;
+use crate::switchboard::{Switchboard, assert_ports_carried_traffic, ports_of_kind};
+use crate::traffic::Hosts;
+use serde_json::Value;
+
+#[test]
+fn own_taps_ping_and_iperf() {
+    skip_unless!(
+        Need::Netns,
+        Need::Tool("ping"),
+        Need::Tool("iperf3"),
+        Need::Tool("ss")
+    );
+    let dir = TestDir::new("taps");
+    let (s, a, b) = (Netns::new(), Netns::new(), Netns::new());
+    let (tap1, tap2) = (tap_name('t'), tap_name('t'));
+    let mut sw = Switchboard::start(
+        Some(&s),
+        &dir.join("sw"),
+        &["-t", &tap1, "-t", &tap2],
+        &[&tap1, &tap2],
+        dir.join("switchboard.log"),
+    );
+    // The switch keeps its descriptors when the taps change namespace.
+    s.move_link(&tap1, &a);
+    s.move_link(&tap2, &b);
+    let hosts = Hosts::new(&a, &b, 2);
+    hosts.address(&tap1, &tap2);
+    hosts.assert_ping(3);
+    let bytes = hosts.iperf_a_to_b(3, dir.path());
+    assert!(bytes > 0, "iperf3 moved no bytes");
+    assert!(sw.running(), "switchboard died:\n{}", sw.log());
+
+    let ports = sw.ports();
+    assert_ports_carried_traffic(&ports, "tap", 2);
+    let descriptions: Vec<&str> = ports_of_kind(&ports, "tap")
+        .iter()
+        .filter_map(|p| p.get("description").and_then(Value::as_str))
+        .collect();
+    for tap in [&tap1, &tap2] {
+        assert!(
+            descriptions.iter().any(|d| d.contains(tap.as_str())),
+            "no port describes {tap}: {descriptions:?}"
+        );
+    }
+}
