@@ -88,6 +88,10 @@ pub struct SwitchArgs {
     /// Seconds a silent station stays in the MAC table.
     #[arg(long = "mac-aging", value_name = "SECS", default_value_t = 300)]
     pub mac_aging: u64,
+    /// Open taps without virtio-net headers and offloads: every frame is
+    /// MTU-sized, as with vde_switch.
+    #[arg(long = "no-offload")]
+    pub no_offload: bool,
     /// Control socket path (default: DIR/control).
     #[arg(long = "control", value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -182,6 +186,7 @@ impl SwitchArgs {
                 config,
                 vde: Some(VdePlan { dir, perms }),
                 taps,
+                tap_offload: !self.no_offload,
             }],
         })
     }

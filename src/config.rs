@@ -8,6 +8,7 @@
 //! [segments.lan]
 //! vde = "/run/switchboard/lan"   # a VDE2 switch directory (QEMU -netdev vde,sock=...)
 //! taps = ["tap0"]                # taps to open and plug in
+//! tap_offload = true             # 64 KiB super-frames between taps (TSO)
 //! mtu = 1500                     # payload bytes; up to 9216 for jumbo frames
 //! hub = false                    # flood everything, like vde_switch -x
 //! max_ports = 32                 # like vde_switch -n
@@ -48,6 +49,9 @@ pub struct SegmentSection {
     /// Taps plugged into this segment.
     #[serde(default)]
     pub taps: Vec<String>,
+    /// Open taps with virtio-net headers and TSO/checksum offload (default
+    /// true).
+    pub tap_offload: Option<bool>,
     /// Hub mode.
     #[serde(default)]
     pub hub: bool,
@@ -97,6 +101,8 @@ pub struct SegmentPlan {
     pub vde: Option<VdePlan>,
     /// Taps to open.
     pub taps: Vec<String>,
+    /// Open them with offloads (super-frames between taps).
+    pub tap_offload: bool,
 }
 
 /// What the daemon runs.
@@ -150,6 +156,7 @@ pub fn default_plan() -> Plan {
                 perms: Permissions::default(),
             }),
             taps: Vec::new(),
+            tap_offload: true,
         }],
     }
 }
@@ -270,6 +277,7 @@ impl ConfigFile {
                 config,
                 vde,
                 taps: s.taps,
+                tap_offload: s.tap_offload.unwrap_or(true),
             });
         }
         Ok(Plan {

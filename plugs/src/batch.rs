@@ -4,11 +4,18 @@
 //! fast path never allocates. Each frame lives in its own fixed-size slot of
 //! one contiguous buffer; that layout lets datagram plugs point one `iovec`
 //! per slot at it and receive a whole batch with a single `recvmmsg`.
+//! Beside each frame sits its [`Offload`] metadata: plain for frames from
+//! sockets, possibly a super-frame or a pending checksum for frames from a
+//! tap with vnet headers.
 
-/// Bytes per slot: room for the largest frame switchboard carries (9216 bytes
-/// of payload, a 14-byte Ethernet header and one 802.1Q tag) plus margin, so a
-/// frame that fills the slot completely is known to be oversized.
-pub const MAX_FRAME_SLOT: usize = 9216 + 14 + 4 + 46;
+use crate::offload::Offload;
+
+/// Bytes per slot: room for the largest frame switchboard handles, a 64 KiB
+/// TCP super-frame from an offloading tap (an IP packet of up to 65535 bytes,
+/// a 14-byte Ethernet header and one 802.1Q tag), plus margin, so a frame
+/// that fills the slot completely is known to be oversized. The memory is
+/// reserved once; pages a batch never touches are never made resident.
+pub const MAX_FRAME_SLOT: usize = 65535 + 14 + 4 + 47;
 
 /// Frames per batch. Batches of 32 amortise syscalls well on datagram sockets
 /// (quinn-udp uses the same number); past that, the gain is small and latency
@@ -19,6 +26,7 @@ pub const BATCH_CAPACITY: usize = 32;
 pub struct FrameBatch {
     buf: Box<[u8]>,
     lens: [usize; BATCH_CAPACITY],
+    offloads: [Offload; BATCH_CAPACITY],
     count: usize,
 }
 
@@ -28,6 +36,7 @@ impl FrameBatch {
         FrameBatch {
             buf: vec![0u8; MAX_FRAME_SLOT * BATCH_CAPACITY].into_boxed_slice(),
             lens: [0; BATCH_CAPACITY],
+            offloads: [Offload::default(); BATCH_CAPACITY],
             count: 0,
         }
     }
@@ -84,9 +93,48 @@ impl FrameBatch {
     /// Marks the next slot as holding a frame of `len` bytes (clamped to the
     /// slot size: a clamped frame is oversized by construction).
     pub fn commit(&mut self, len: usize) {
+        self.commit_offloaded(len, Offload::default());
+    }
+
+    /// Like [`commit`](Self::commit), for a frame that carries offload work
+    /// (a super-frame to segment, a checksum to fill in).
+    pub fn commit_offloaded(&mut self, len: usize, offload: Offload) {
         assert!(!self.is_full(), "commit on a full batch");
         self.lens[self.count] = len.min(MAX_FRAME_SLOT);
+        self.offloads[self.count] = offload;
         self.count += 1;
+    }
+
+    /// The offload metadata of the `i`th frame.
+    pub fn offload(&self, i: usize) -> &Offload {
+        assert!(i < self.count, "frame index out of range");
+        &self.offloads[i]
+    }
+
+    /// The largest frame the `i`th frame becomes on a wire: its own length,
+    /// or for a super-frame, one segment's headers plus payload. The header
+    /// length is read from the L4 header that `csum_start` points at, since
+    /// Linux fills `hdr_len` with the skb's linear length, which may include
+    /// payload.
+    pub fn wire_len(&self, i: usize) -> usize {
+        let off = self.offload(i);
+        let frame = self.frame(i);
+        if !off.is_gso() || off.gso_size == 0 {
+            return frame.len();
+        }
+        let l4 = usize::from(off.csum_start);
+        let l4_len = match off.gso_type & !0x80 {
+            // TCPV4, TCPV6: data offset in 32-bit words
+            1 | 4 => frame.get(l4 + 12).map(|b| usize::from(b >> 4) * 4),
+            // UDP_L4
+            5 => Some(8),
+            _ => None,
+        };
+        let headers = match l4_len {
+            Some(n) if off.needs_csum() => l4 + n,
+            _ => usize::from(off.hdr_len),
+        };
+        frame.len().min(headers + usize::from(off.gso_size))
     }
 
     /// All free slots at once, for plugs that receive several frames in one
@@ -149,6 +197,28 @@ mod tests {
         b.next_slot().unwrap();
         b.commit(100_000);
         assert_eq!(b.frame(0).len(), MAX_FRAME_SLOT);
+    }
+
+    #[test]
+    fn wire_len_of_a_super_frame_is_one_segment() {
+        let mut b = FrameBatch::new();
+        let mut f = vec![0u8; 20_000];
+        // Ethernet 14 + IPv4 20, TCP header at 34 with data offset 8 words
+        f[34 + 12] = 8 << 4;
+        let off = Offload {
+            flags: 1,
+            gso_type: 1,
+            hdr_len: 200, // a loose hdr_len, as Linux reports skb_headlen
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        b.next_slot().unwrap()[..f.len()].copy_from_slice(&f);
+        b.commit_offloaded(f.len(), off);
+        b.push(&[0u8; 60]);
+        assert_eq!(b.wire_len(0), 34 + 32 + 1448);
+        assert_eq!(b.wire_len(1), 60);
+        assert!(b.offload(1).is_plain());
     }
 
     #[test]

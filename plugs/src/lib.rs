@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod dgram;
+pub mod offload;
 pub mod tap;
 pub mod vde;
 
@@ -79,6 +80,22 @@ pub trait Plug: mio::event::Source {
     /// output (stream sockets) flush here; datagram plugs and taps need not.
     fn on_writable(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Checks, without blocking, whether the peer is still there. The daemon
+    /// calls this a few times a second, to catch a departure whose event was
+    /// consumed together with data. Plugs whose departure always shows up in
+    /// [`recv_batch`](Self::recv_batch) keep the default.
+    fn check_alive(&mut self) -> bool {
+        true
+    }
+
+    /// Whether the plug takes frames with pending offload work as they are
+    /// (super-frames, unfilled checksums): a tap with virtio-net headers
+    /// does. For every other plug the daemon segments and checksums in
+    /// software first.
+    fn accepts_offload(&self) -> bool {
+        false
     }
 
     /// A short human-readable label for the port table: what is attached and

@@ -30,6 +30,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
+use crate::offload::Offload;
 use crate::{FrameBatch, Plug, RecvStatus, TxReport};
 
 /// Linux `IFNAMSIZ` minus the terminating NUL: the longest interface name.
@@ -51,6 +52,12 @@ pub struct TapOptions {
     /// when `None`, or when the tap already has this MTU (so that an
     /// unprivileged user can attach to a tap its administrator configured).
     pub mtu: Option<u16>,
+    /// Open the tap with virtio-net headers and TCP/UDP segmentation and
+    /// checksum offload, so the host hands over 64 KiB super-frames and
+    /// leaves checksums to the receiver. Tap-to-tap traffic then moves one
+    /// super-frame per syscall instead of forty frames; the switch segments
+    /// in software only for ports that cannot take super-frames.
+    pub offload: bool,
 }
 
 /// A tap device attached to the switch as one port.
@@ -63,6 +70,7 @@ pub struct TapPlug {
     name: String,
     description: String,
     created: bool,
+    offload: bool,
 }
 
 impl std::fmt::Debug for TapPlug {
@@ -102,7 +110,7 @@ impl TapPlug {
             .name(name)
             .layer(Layer::L2)
             .packet_information(false)
-            .offload(false)
+            .offload(opts.offload)
             .multi_queue(false)
             .inherit_enable_state()
             .build_sync()
@@ -141,6 +149,7 @@ impl TapPlug {
             name: name.to_owned(),
             description: format!("tap {name}"),
             created: !existed,
+            offload: opts.offload,
         })
     }
 
@@ -165,14 +174,29 @@ impl AsRawFd for TapPlug {
 
 impl Plug for TapPlug {
     fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
+        let fd = self.dev.as_raw_fd();
         loop {
+            let offload = self.offload;
             let Some(slot) = batch.next_slot() else {
                 return Ok(RecvStatus::More);
             };
-            match self.dev.recv(slot) {
+            let mut hdr = [0u8; Offload::HEADER_LEN];
+            let result = if offload {
+                read_vectored(fd, &mut hdr, slot)
+            } else {
+                self.dev.recv(slot)
+            };
+            match result {
                 // A tap never returns 0 for a non-empty buffer while the
                 // device exists; treat it as end of file.
                 Ok(0) => return Ok(RecvStatus::Closed),
+                Ok(n) if offload => {
+                    // A read shorter than the header cannot happen on a
+                    // vnet tap; count it as an empty (too short) frame.
+                    let frame_len = n.saturating_sub(Offload::HEADER_LEN);
+                    let meta = Offload::parse(&hdr).unwrap_or_default();
+                    batch.commit_offloaded(frame_len, meta);
+                }
                 Ok(n) => batch.commit(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok(RecvStatus::Drained),
@@ -184,6 +208,10 @@ impl Plug for TapPlug {
                 },
             }
         }
+    }
+
+    fn accepts_offload(&self) -> bool {
+        self.offload
     }
 
     fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
@@ -200,10 +228,19 @@ impl Plug for TapPlug {
                 continue;
             }
             let frame = batch.frame(i);
+            let mut hdr = [0u8; Offload::HEADER_LEN];
+            if self.offload {
+                batch.offload(i).write(&mut hdr);
+            }
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                match self.dev.send(frame) {
+                let result = if self.offload {
+                    write_vectored(self.dev.as_raw_fd(), &hdr, frame)
+                } else {
+                    self.dev.send(frame)
+                };
+                match result {
                     Ok(_) => {
                         report.sent += 1;
                         report.sent_bytes += frame.len();
@@ -256,6 +293,50 @@ impl mio::event::Source for TapPlug {
 
 /// Rejects names the kernel would refuse (mirrors `dev_valid_name`), so the
 /// operator gets a precise message instead of a bare EINVAL.
+/// One `readv`: the virtio-net header into `hdr`, the frame into `frame`.
+fn read_vectored(fd: RawFd, hdr: &mut [u8], frame: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_mut_ptr().cast(),
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point at live, exclusively borrowed buffers of
+    // the stated lengths for the duration of the call.
+    let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One `writev`: the virtio-net header, then the frame.
+fn write_vectored(fd: RawFd, hdr: &[u8], frame: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut _,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut _,
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: both iovecs point at live buffers of the stated lengths; the
+    // kernel only reads from them.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 fn validate_name(name: &str) -> io::Result<()> {
     let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     if name.is_empty() {

@@ -111,6 +111,7 @@ impl Daemon {
             for tap in &seg.taps {
                 let opts = TapOptions {
                     mtu: (seg.config.mtu != 1500).then(|| seg.config.mtu as u16),
+                    offload: seg.tap_offload,
                 };
                 let plug =
                     TapPlug::open(tap, &opts).map_err(|e| DaemonError::Setup(e.to_string()))?;
@@ -274,6 +275,21 @@ impl Daemon {
         }
     }
 
+    /// Unplugs ports whose peer left without the event loop noticing.
+    fn remove_dead_ports(&mut self) {
+        let dead: Vec<Token> = self
+            .endpoints
+            .iter_mut()
+            .filter_map(|(k, ep)| match ep {
+                Endpoint::Port { plug, .. } => (!plug.check_alive()).then_some(Token(k)),
+                _ => None,
+            })
+            .collect();
+        for t in dead {
+            self.remove_port(t);
+        }
+    }
+
     /// Serves until SIGINT or SIGTERM.
     pub fn run(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(256);
@@ -308,6 +324,7 @@ impl Daemon {
             }
             if now >= next_housekeeping {
                 expire_handshakes(self);
+                self.remove_dead_ports();
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
         }

@@ -2,6 +2,7 @@
 //! ports.
 
 use super::endpoint::Endpoint;
+use super::soft_offload::SoftOffload;
 use crate::switch::{Egress, Engine, PortId};
 use crate::time::Instant;
 use mio::Token;
@@ -19,6 +20,8 @@ pub(crate) struct Forwarder {
     pending: Vec<Vec<u16>>,
     /// Ports with a non-empty `pending` list, in first-touched order.
     touched: Vec<PortId>,
+    /// Segmentation and checksums for ports without offload support.
+    soft: SoftOffload,
 }
 
 impl Forwarder {
@@ -28,6 +31,7 @@ impl Forwarder {
             egress: Egress::with_capacity(64),
             pending: Vec::new(),
             touched: Vec::with_capacity(64),
+            soft: SoftOffload::new(),
         }
     }
 
@@ -71,7 +75,14 @@ impl Forwarder {
         }
         let now = now();
         for i in 0..self.batch.len() {
-            engine.handle(now, ingress, self.batch.frame(i), &mut self.egress);
+            let wire_len = self.batch.wire_len(i);
+            engine.handle_sized(
+                now,
+                ingress,
+                self.batch.frame(i),
+                wire_len,
+                &mut self.egress,
+            );
             for &out in self.egress.ports() {
                 let q = &mut self.pending[out.index()];
                 if q.is_empty() {
@@ -88,7 +99,7 @@ impl Forwarder {
                 .flatten()
                 .and_then(|t| endpoints.get_mut(t.0));
             if let Some(Endpoint::Port { plug, .. }) = target {
-                let r = plug.send_batch(&self.batch, which);
+                let r = self.soft.send(plug.as_mut(), &self.batch, which);
                 engine.record_tx(
                     out,
                     r.sent as u64,

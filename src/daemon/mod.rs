@@ -21,6 +21,7 @@
 mod endpoint;
 mod event_loop;
 mod forward;
+mod soft_offload;
 mod vde;
 
 pub use event_loop::{Daemon, DaemonError, DaemonOptions};

@@ -259,6 +259,21 @@ impl Engine {
         frame: &[u8],
         out: &mut Egress,
     ) -> Forwarding {
+        self.handle_sized(now, ingress, frame, frame.len(), out)
+    }
+
+    /// Like [`handle`](Self::handle), for a frame whose size on a wire is
+    /// not its length: a TCP super-frame from an offloading tap is one
+    /// frame here but many MTU-sized frames on any wire, and the MTU check
+    /// applies to `wire_len`, the largest of those.
+    pub fn handle_sized(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        frame: &[u8],
+        wire_len: usize,
+        out: &mut Egress,
+    ) -> Forwarding {
         out.ports.clear();
         let Some(port) = self.ports.get_mut(ingress.index()).and_then(Option::as_mut) else {
             self.unknown_port_frames += 1;
@@ -268,7 +283,7 @@ impl Engine {
         port.counters.rx_bytes += frame.len() as u64;
         let seg = &mut self.segments[port.segment.index()];
 
-        let verdict = decide(seg, now, ingress, frame);
+        let verdict = decide(seg, now, ingress, frame, wire_len);
         if self.next_sweep.is_none() && !seg.fdb.is_empty() {
             self.next_sweep = Some(now + AGING_SWEEP_INTERVAL);
         }
@@ -354,11 +369,17 @@ enum Decision {
     Flood,
 }
 
-fn decide(seg: &mut Segment, now: Instant, ingress: PortId, frame: &[u8]) -> Decision {
+fn decide(
+    seg: &mut Segment,
+    now: Instant,
+    ingress: PortId,
+    frame: &[u8],
+    wire_len: usize,
+) -> Decision {
     if frame.len() < ETHERNET_HEADER_LEN {
         return Decision::Drop(DropReason::TooShort);
     }
-    if frame.len() > seg.max_frame_len {
+    if wire_len > seg.max_frame_len {
         return Decision::Drop(DropReason::TooLong);
     }
     let Some(hdr) = FrameHeader::parse(frame) else {

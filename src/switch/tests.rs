@@ -384,3 +384,15 @@ fn tx_results_are_counted_per_port() {
     r.engine.reset_counters(None);
     assert_eq!(r.counters(1), PortCounters::default());
 }
+
+#[test]
+fn super_frames_are_judged_by_their_segment_size() {
+    let mut r = Rig::new(SegmentConfig::new("lan"), 2);
+    let big = frame(MacAddr::BROADCAST, host(1), 20_000);
+    let mut out = Egress::default();
+    let ok = r.engine.handle_sized(T0, r.ports[0], &big, 1514, &mut out);
+    assert_eq!(ok, Forwarding::Flood);
+    let too_big = r.engine.handle_sized(T0, r.ports[0], &big, 1519, &mut out);
+    assert_eq!(too_big, Forwarding::Dropped(DropReason::TooLong));
+    assert_eq!(r.counters(0).rx_bytes, 2 * 20_014);
+}
