@@ -649,7 +649,14 @@ mod tests {
             let e = TapPlug::open(bad, &TapOptions::default()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {e}");
         }
-        let e = TapPlug::open("sbtok", &TapOptions { mtu: Some(20000) }).unwrap_err();
+        let e = TapPlug::open(
+            "sbtok",
+            &TapOptions {
+                mtu: Some(20000),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("MTU 20000"), "{e}");
     }
 
@@ -797,7 +804,14 @@ mod tests {
     #[test]
     fn jumbo_mtu_carries_9000_byte_payloads() {
         in_fresh_netns("jumbo_mtu_carries_9000_byte_payloads", || {
-            let mut plug = TapPlug::open(TAP, &TapOptions { mtu: Some(9000) }).unwrap();
+            let mut plug = TapPlug::open(
+                TAP,
+                &TapOptions {
+                    mtu: Some(9000),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert!(
                 ip_link_show(TAP).contains("mtu 9000"),
                 "{}",
