@@ -130,11 +130,13 @@ impl FrameBatch {
             5 => Some(8),
             _ => None,
         };
-        let headers = match l4_len {
-            Some(n) if off.needs_csum() => l4 + n,
-            _ => usize::from(off.hdr_len),
-        };
-        frame.len().min(headers + usize::from(off.gso_size))
+        match l4_len {
+            Some(n) if off.needs_csum() => frame.len().min(l4 + n + usize::from(off.gso_size)),
+            // Linux always marks super-frames NEEDS_CSUM; without it the
+            // header length is unknown, and the whole frame is what counts
+            // (so the MTU check drops it rather than guess).
+            _ => frame.len(),
+        }
     }
 
     /// All free slots at once, for plugs that receive several frames in one

@@ -10,6 +10,7 @@ mod switchboard;
 mod traffic;
 
 mod handshake;
+mod offload;
 mod own_taps;
 mod stale_dir;
 mod vde_peers;

@@ -3,7 +3,7 @@
 
 use crate::netns::{Need, Netns, TestDir, tap_name};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, assert_ports_carried_traffic, ports_of_kind};
+use crate::switchboard::{Switchboard, assert_ports_carried_traffic, counter, ports_of_kind};
 use crate::traffic::Hosts;
 use serde_json::Value;
 
@@ -47,4 +47,19 @@ fn own_taps_ping_and_iperf() {
             "no port describes {tap}: {descriptions:?}"
         );
     }
+    // Offload is on by default: the sender's TCP stream crossed the switch as
+    // super-frames, so its port averaged far more than one MTU per frame.
+    let sender = ports_of_kind(&ports, "tap")
+        .into_iter()
+        .find(|p| {
+            p.get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.ends_with(tap1.as_str()))
+        })
+        .expect("the sender's tap port");
+    let per_frame = counter(sender, "rx_bytes") / counter(sender, "rx_frames").max(1);
+    assert!(
+        per_frame > 3000,
+        "TCP did not cross as super-frames: {per_frame} bytes per frame"
+    );
 }
