@@ -1,70 +1,142 @@
-//! Batched Unix datagram sockets.
+//! Batched datagram sockets.
 //!
 //! A connected `AF_UNIX SOCK_DGRAM` socket carries one Ethernet frame per
-//! datagram (the VDE2 data plane, QEMU's `-netdev dgram`). [`BatchedDgram`]
-//! moves a whole [`FrameBatch`] per syscall: one `recvmmsg` fills every free
-//! slot of the batch, one `sendmmsg` sends every selected frame.
+//! datagram (the VDE2 data plane, QEMU's `-netdev dgram`), and so does a
+//! connected UDP socket (vdeplug4 `udp://` cables, QEMU's `-netdev dgram`
+//! over inet). [`BatchedDgram`] moves a whole [`FrameBatch`] per syscall:
+//! one `recvmmsg` fills every free slot of the batch, one `sendmmsg` sends
+//! every selected frame. It is generic over the socket ([`DgramSocket`]:
+//! mio's `UnixDatagram`, the default, and `UdpSocket`).
 //!
 //! The `mmsghdr`/`iovec` arrays the kernel needs are built on the stack for
 //! each call (about 2.5 KiB for [`BATCH_CAPACITY`] messages), so the data path
 //! never touches the heap and the type holds no raw pointers between calls.
 //! The frames themselves are never copied: each `iovec` points straight into
 //! the batch's slot.
+//!
+//! The same syscall code serves unconnected Unix sockets that talk to many
+//! peers (the dgram hub): [`recv_mmsg`] can also collect each datagram's
+//! source address, and [`send_mmsg`] can address every message to one
+//! destination.
 
+use std::fmt;
 use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::ptr;
 
 use mio::event::Source;
-use mio::net::UnixDatagram;
+use mio::net::{UdpSocket, UnixDatagram};
 use mio::{Interest, Registry, Token};
 
 use crate::TxReport;
 use crate::batch::{BATCH_CAPACITY, FrameBatch, MAX_FRAME_SLOT};
 
-/// A non-blocking, connected Unix datagram socket that receives and sends
-/// frames in batches.
+mod sealed {
+    /// Keeps [`DgramSocket`](super::DgramSocket) implementable only here:
+    /// the mmsg code relies on one-datagram-per-message semantics.
+    pub trait Sealed {}
+    impl Sealed for mio::net::UnixDatagram {}
+    impl Sealed for mio::net::UdpSocket {}
+}
+
+/// A non-blocking datagram socket [`BatchedDgram`] can drive: mio's
+/// `UnixDatagram` and `UdpSocket`. Sealed, because the batching code relies
+/// on every message being exactly one datagram.
+pub trait DgramSocket: Source + AsRawFd + AsFd + fmt::Debug + sealed::Sealed {
+    /// Runs one raw I/O call the way mio wants it run (`try_io`), so
+    /// readiness tracking stays correct on every platform.
+    fn try_io<F, T>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce() -> io::Result<T>;
+}
+
+impl DgramSocket for UnixDatagram {
+    fn try_io<F, T>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce() -> io::Result<T>,
+    {
+        UnixDatagram::try_io(self, f)
+    }
+}
+
+impl DgramSocket for UdpSocket {
+    fn try_io<F, T>(&self, f: F) -> io::Result<T>
+    where
+        F: FnOnce() -> io::Result<T>,
+    {
+        UdpSocket::try_io(self, f)
+    }
+}
+
+/// A non-blocking, connected datagram socket that receives and sends frames
+/// in batches.
 ///
 /// It exists so every datagram plug shares one careful implementation of the
 /// mmsg syscalls, truncation detection and the drop-don't-block send policy.
+/// `S` is the socket type: Unix datagram sockets unless stated otherwise.
 #[derive(Debug)]
-pub struct BatchedDgram {
-    socket: UnixDatagram,
+pub struct BatchedDgram<S: DgramSocket = UnixDatagram> {
+    socket: S,
 }
 
 /// How a batch send ended, so the caller knows whether to keep trying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum SendEnd {
     /// Every frame of the chunk was accepted (or dropped on its own merit).
     Complete,
     /// The peer's queue is full: later frames would be refused too.
     Full,
     /// The socket failed: later frames would fail too.
-    Failed,
+    Failed(io::Error),
 }
 
-impl BatchedDgram {
+/// Where every message of one `sendmmsg` goes, for unconnected sockets.
+#[derive(Clone, Copy)]
+pub(crate) struct Destination<'a> {
+    /// The peer's address.
+    pub(crate) addr: &'a libc::sockaddr_un,
+    /// The meaningful length of `addr`.
+    pub(crate) len: libc::socklen_t,
+}
+
+/// The source addresses of the datagrams one [`recv_mmsg`] call received,
+/// indexed like the lengths it returns. About 3.5 KiB: meant for the stack
+/// or to be kept by the socket's owner.
+pub(crate) struct RecvNames {
+    /// Each datagram's source, as the kernel wrote it.
+    pub(crate) addrs: [libc::sockaddr_un; BATCH_CAPACITY],
+    /// How many bytes of each address the kernel filled in.
+    pub(crate) lens: [libc::socklen_t; BATCH_CAPACITY],
+}
+
+impl RecvNames {
+    /// All-zero addresses, ready for a receive.
+    pub(crate) fn new() -> RecvNames {
+        // SAFETY: `sockaddr_un` is a plain C struct; all zero bytes is a
+        // valid (unnamed, AF_UNSPEC) value.
+        RecvNames {
+            addrs: unsafe { mem::zeroed() },
+            lens: [0; BATCH_CAPACITY],
+        }
+    }
+}
+
+impl<S: DgramSocket> BatchedDgram<S> {
     /// Wraps a socket that is already connected and non-blocking (every mio
     /// socket is non-blocking). The peer address is fixed by `connect`, so
     /// sends carry no address.
-    pub fn new(socket: UnixDatagram) -> Self {
+    pub fn new(socket: S) -> Self {
         BatchedDgram { socket }
     }
 
-    /// A connected pair, for tests and in-process plumbing.
-    pub fn pair() -> io::Result<(BatchedDgram, BatchedDgram)> {
-        let (a, b) = UnixDatagram::pair()?;
-        Ok((BatchedDgram::new(a), BatchedDgram::new(b)))
-    }
-
     /// The wrapped socket, for address queries and socket options.
-    pub fn get_ref(&self) -> &UnixDatagram {
+    pub fn get_ref(&self) -> &S {
         &self.socket
     }
 
     /// Gives the socket back.
-    pub fn into_inner(self) -> UnixDatagram {
+    pub fn into_inner(self) -> S {
         self.socket
     }
 
@@ -80,61 +152,9 @@ impl BatchedDgram {
     /// its length clamped to the slot size, so the caller's length check
     /// drops it as oversized instead of forwarding a silently cut frame.
     pub fn recv_into(&mut self, batch: &mut FrameBatch) -> io::Result<usize> {
-        let free = batch.remaining();
-        if free == 0 {
-            return Ok(0);
-        }
-        // SAFETY: `iovec` and `mmsghdr` are plain C structs for which all
-        // zero bytes (null pointers, zero lengths) is a valid value.
-        let mut iovs: [libc::iovec; BATCH_CAPACITY] = unsafe { mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH_CAPACITY] = unsafe { mem::zeroed() };
-        for (iov, slot) in iovs.iter_mut().zip(batch.free_slots()) {
-            iov.iov_base = slot.as_mut_ptr().cast();
-            iov.iov_len = slot.len();
-        }
-        for (hdr, iov) in hdrs.iter_mut().zip(iovs.iter_mut()).take(free) {
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
-
-        let fd = self.socket.as_raw_fd();
-        let received = loop {
-            let result = self.socket.try_io(|| {
-                // SAFETY: `hdrs[..free]` each point at one `iovec` in `iovs`,
-                // which point at distinct free slots of `batch`; all of them
-                // outlive the call, and nothing else touches the slots until
-                // it returns. `MSG_TRUNC` makes the kernel report each
-                // datagram's real length, not the stored one.
-                let rc = unsafe {
-                    libc::recvmmsg(
-                        fd,
-                        hdrs.as_mut_ptr(),
-                        free as libc::c_uint,
-                        (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
-                        ptr::null_mut(),
-                    )
-                };
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(rc as usize)
-                }
-            });
-            match result {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        };
-
-        for hdr in &hdrs[..received.min(free)] {
-            let mut len = hdr.msg_len as usize;
-            // Kernels before 3.4 ignore MSG_TRUNC on Unix sockets and report
-            // the stored length; the flag still says the datagram was cut.
-            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                len = len.max(MAX_FRAME_SLOT);
-            }
+        let mut lens = [0usize; BATCH_CAPACITY];
+        let received = recv_mmsg(&self.socket, batch, None, &mut lens)?;
+        for &len in &lens[..received] {
             batch.commit(len);
         }
         Ok(received)
@@ -151,115 +171,241 @@ impl BatchedDgram {
     /// (`ECONNREFUSED`, `EPIPE`) or any other error count as
     /// [`dropped_error`](TxReport::dropped_error).
     pub fn send_from(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
-        let mut report = TxReport::default();
-        let mut chunks = which.chunks(BATCH_CAPACITY);
-        for chunk in chunks.by_ref() {
-            match self.send_chunk(batch, chunk, &mut report) {
-                SendEnd::Complete => {}
-                SendEnd::Full => {
-                    report.dropped_full += chunks.map(<[u16]>::len).sum::<usize>();
-                    break;
-                }
-                SendEnd::Failed => {
-                    report.dropped_error += chunks.map(<[u16]>::len).sum::<usize>();
-                    break;
-                }
-            }
-        }
-        report
+        self.try_send_from(batch, which).0
     }
 
-    /// Sends up to [`BATCH_CAPACITY`] frames; adds every one of them to
-    /// `report` exactly once.
-    fn send_chunk(&mut self, batch: &FrameBatch, chunk: &[u16], report: &mut TxReport) -> SendEnd {
-        // SAFETY: all-zero `iovec`/`mmsghdr` values are valid (see recv_into).
-        let mut iovs: [libc::iovec; BATCH_CAPACITY] = unsafe { mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH_CAPACITY] = unsafe { mem::zeroed() };
-        let mut count = 0;
-        for &index in chunk.iter().take(BATCH_CAPACITY) {
-            let index = usize::from(index);
-            if index >= batch.len() {
-                report.dropped_error += 1;
-                continue;
-            }
-            let frame = batch.frame(index);
-            // sendmmsg only reads through the pointer; the cast to *mut is
-            // what the C struct demands.
-            iovs[count].iov_base = frame.as_ptr().cast_mut().cast();
-            iovs[count].iov_len = frame.len();
-            count += 1;
-        }
-        for (hdr, iov) in hdrs.iter_mut().zip(iovs.iter_mut()).take(count) {
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
+    /// Like [`send_from`](Self::send_from), and also returns the error that
+    /// made it give up on the remaining frames (not "queue full", which is
+    /// only counted), so plugs can tell a vanished peer (`ECONNREFUSED`,
+    /// `ENOTCONN`) from a slow one and reconnect.
+    pub fn try_send_from(
+        &mut self,
+        batch: &FrameBatch,
+        which: &[u16],
+    ) -> (TxReport, Option<io::Error>) {
+        send_mmsg(&self.socket, batch, which, None)
+    }
+}
 
-        let fd = self.socket.as_raw_fd();
-        let mut start = 0;
-        let mut retried = false;
-        while start < count {
-            let pending = &mut hdrs[start..count];
-            let result = self.socket.try_io(|| {
-                // SAFETY: `pending` holds headers pointing at `iovs`, which
-                // point at frames borrowed from `batch`; all outlive the call.
-                let rc = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        pending.as_mut_ptr(),
-                        pending.len() as libc::c_uint,
-                        (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as _,
-                    )
-                };
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(rc as usize)
+impl BatchedDgram<UnixDatagram> {
+    /// A connected pair, for tests and in-process plumbing.
+    pub fn pair() -> io::Result<(BatchedDgram, BatchedDgram)> {
+        let (a, b) = UnixDatagram::pair()?;
+        Ok((BatchedDgram::new(a), BatchedDgram::new(b)))
+    }
+}
+
+/// Receives up to `batch.remaining()` datagrams with one `recvmmsg` into the
+/// batch's free slots, without committing them: the length of the `i`th
+/// datagram (clamped to mark truncation, see
+/// [`BatchedDgram::recv_into`]) is stored in `lens[i]`, and with `names` its
+/// source address in `names.addrs[i]`. The caller commits the frames it
+/// keeps, in slot order. Returns how many datagrams arrived; `Ok(0)` when
+/// none was waiting or the batch is full.
+pub(crate) fn recv_mmsg<S: DgramSocket>(
+    socket: &S,
+    batch: &mut FrameBatch,
+    mut names: Option<&mut RecvNames>,
+    lens: &mut [usize; BATCH_CAPACITY],
+) -> io::Result<usize> {
+    let free = batch.remaining();
+    if free == 0 {
+        return Ok(0);
+    }
+    // SAFETY: `iovec` and `mmsghdr` are plain C structs for which all
+    // zero bytes (null pointers, zero lengths) is a valid value.
+    let mut iovs: [libc::iovec; BATCH_CAPACITY] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_CAPACITY] = unsafe { mem::zeroed() };
+    for (iov, slot) in iovs.iter_mut().zip(batch.free_slots()) {
+        iov.iov_base = slot.as_mut_ptr().cast();
+        iov.iov_len = slot.len();
+    }
+    for (i, (hdr, iov)) in hdrs.iter_mut().zip(iovs.iter_mut()).take(free).enumerate() {
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        if let Some(names) = names.as_deref_mut() {
+            hdr.msg_hdr.msg_name = ptr::from_mut(&mut names.addrs[i]).cast();
+            hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        }
+    }
+
+    let fd = socket.as_raw_fd();
+    let received = loop {
+        let result = socket.try_io(|| {
+            // SAFETY: `hdrs[..free]` each point at one `iovec` in `iovs`,
+            // which point at distinct free slots of `batch`, and (with
+            // `names`) at distinct address buffers; all of them outlive the
+            // call, and nothing else touches them until it returns.
+            // `MSG_TRUNC` makes the kernel report each datagram's real
+            // length, not the stored one.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    free as libc::c_uint,
+                    (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
+                    ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        });
+        match result {
+            Ok(n) => break n.min(free),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+
+    for (i, hdr) in hdrs[..received].iter().enumerate() {
+        let mut len = hdr.msg_len as usize;
+        // Kernels before 3.4 ignore MSG_TRUNC on Unix sockets and report
+        // the stored length; the flag still says the datagram was cut.
+        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            len = len.max(MAX_FRAME_SLOT);
+        }
+        lens[i] = len;
+        if let Some(names) = names.as_deref_mut() {
+            names.lens[i] = hdr.msg_hdr.msg_namelen;
+        }
+    }
+    Ok(received)
+}
+
+/// Sends the frames of `batch` listed in `which` with `sendmmsg`, see
+/// [`BatchedDgram::send_from`]; with `dest`, every message is addressed to
+/// it (for unconnected sockets). Also returns the error that ended the send
+/// early, if it was not a full queue.
+pub(crate) fn send_mmsg<S: DgramSocket>(
+    socket: &S,
+    batch: &FrameBatch,
+    which: &[u16],
+    dest: Option<Destination<'_>>,
+) -> (TxReport, Option<io::Error>) {
+    let mut report = TxReport::default();
+    let mut chunks = which.chunks(BATCH_CAPACITY);
+    for chunk in chunks.by_ref() {
+        match send_chunk(socket, batch, chunk, dest, &mut report) {
+            SendEnd::Complete => {}
+            SendEnd::Full => {
+                report.dropped_full += chunks.map(<[u16]>::len).sum::<usize>();
+                break;
+            }
+            SendEnd::Failed(e) => {
+                report.dropped_error += chunks.map(<[u16]>::len).sum::<usize>();
+                return (report, Some(e));
+            }
+        }
+    }
+    (report, None)
+}
+
+/// Sends up to [`BATCH_CAPACITY`] frames; adds every one of them to
+/// `report` exactly once.
+fn send_chunk<S: DgramSocket>(
+    socket: &S,
+    batch: &FrameBatch,
+    chunk: &[u16],
+    dest: Option<Destination<'_>>,
+    report: &mut TxReport,
+) -> SendEnd {
+    // SAFETY: all-zero `iovec`/`mmsghdr` values are valid (see recv_mmsg).
+    let mut iovs: [libc::iovec; BATCH_CAPACITY] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_CAPACITY] = unsafe { mem::zeroed() };
+    let mut count = 0;
+    for &index in chunk.iter().take(BATCH_CAPACITY) {
+        let index = usize::from(index);
+        if index >= batch.len() {
+            report.dropped_error += 1;
+            continue;
+        }
+        let frame = batch.frame(index);
+        // sendmmsg only reads through the pointer; the cast to *mut is
+        // what the C struct demands.
+        iovs[count].iov_base = frame.as_ptr().cast_mut().cast();
+        iovs[count].iov_len = frame.len();
+        count += 1;
+    }
+    for (hdr, iov) in hdrs.iter_mut().zip(iovs.iter_mut()).take(count) {
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        if let Some(dest) = dest {
+            // sendmmsg only reads the address.
+            hdr.msg_hdr.msg_name = ptr::from_ref(dest.addr).cast_mut().cast();
+            hdr.msg_hdr.msg_namelen = dest.len;
+        }
+    }
+
+    let fd = socket.as_raw_fd();
+    let mut start = 0;
+    let mut retried = false;
+    while start < count {
+        let pending = &mut hdrs[start..count];
+        let result = socket.try_io(|| {
+            // SAFETY: `pending` holds headers pointing at `iovs`, which
+            // point at frames borrowed from `batch`, and at `dest`; all
+            // outlive the call.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    pending.as_mut_ptr(),
+                    pending.len() as libc::c_uint,
+                    (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as _,
+                )
+            };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        });
+        match result {
+            Ok(sent) if sent > 0 => {
+                let sent = sent.min(pending.len());
+                for hdr in &pending[..sent] {
+                    report.sent += 1;
+                    report.sent_bytes += hdr.msg_len as usize;
                 }
-            });
-            match result {
-                Ok(sent) if sent > 0 => {
-                    let sent = sent.min(pending.len());
-                    for hdr in &pending[..sent] {
-                        report.sent += 1;
-                        report.sent_bytes += hdr.msg_len as usize;
+                start += sent;
+                if start < count {
+                    // The kernel stopped early: the next frame would have
+                    // failed. One retry, then drop.
+                    if retried {
+                        report.dropped_full += count - start;
+                        return SendEnd::Full;
                     }
-                    start += sent;
-                    if start < count {
-                        // The kernel stopped early: the next frame would have
-                        // failed. One retry, then drop.
-                        if retried {
-                            report.dropped_full += count - start;
-                            return SendEnd::Full;
-                        }
-                        retried = true;
-                    }
-                }
-                Ok(_) => {
-                    report.dropped_full += count - start;
-                    return SendEnd::Full;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    // Only this frame is at fault; carry on with the rest.
-                    report.dropped_error += 1;
-                    start += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && !retried => {
                     retried = true;
                 }
-                Err(e) => {
-                    let dropped = count - start;
-                    return if is_queue_full(&e) {
-                        report.dropped_full += dropped;
-                        SendEnd::Full
-                    } else {
-                        report.dropped_error += dropped;
-                        SendEnd::Failed
-                    };
-                }
+            }
+            Ok(_) => {
+                report.dropped_full += count - start;
+                return SendEnd::Full;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                // Only this frame is at fault; carry on with the rest.
+                report.dropped_error += 1;
+                start += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !retried => {
+                retried = true;
+            }
+            Err(e) => {
+                let dropped = count - start;
+                return if is_queue_full(&e) {
+                    report.dropped_full += dropped;
+                    SendEnd::Full
+                } else {
+                    report.dropped_error += dropped;
+                    SendEnd::Failed(e)
+                };
             }
         }
-        SendEnd::Complete
     }
+    SendEnd::Complete
 }
 
 /// True for the errors that mean "the peer is slow", as opposed to "the
@@ -268,19 +414,19 @@ fn is_queue_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
-impl AsRawFd for BatchedDgram {
+impl<S: DgramSocket> AsRawFd for BatchedDgram<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 }
 
-impl AsFd for BatchedDgram {
+impl<S: DgramSocket> AsFd for BatchedDgram<S> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
 }
 
-impl Source for BatchedDgram {
+impl<S: DgramSocket> Source for BatchedDgram<S> {
     fn register(
         &mut self,
         registry: &Registry,

@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod dgram;
+pub mod framing;
 pub mod offload;
 pub mod tap;
 pub mod vde;

@@ -68,6 +68,9 @@ impl ControlListener {
                     .map_err(io_err)?;
             }
         }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            check_private_dir(parent).map_err(io_err)?;
+        }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -108,7 +111,39 @@ impl ControlListener {
     }
 }
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+
+/// Refuses a directory someone else could tamper with: one owned by
+/// another user, or reached through a symlink another user owns (a fallback
+/// runtime directory under /tmp can be planted by anyone). Root's
+/// directories and symlinks (`/var/run` -> `/run`) are trusted.
+fn check_private_dir(dir: &Path) -> io::Result<()> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == euid || uid == 0;
+    let link = std::fs::symlink_metadata(dir)?;
+    if link.file_type().is_symlink() && !trusted(link.uid()) {
+        return Err(io::Error::other(format!(
+            "{} is a symlink owned by uid {}; refusing to use it",
+            dir.display(),
+            link.uid()
+        )));
+    }
+    let m = std::fs::metadata(dir)?;
+    if !m.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if !trusted(m.uid()) {
+        return Err(io::Error::other(format!(
+            "{} belongs to uid {}, not to us (uid {euid}); refusing to use it",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    Ok(())
+}
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
@@ -256,5 +291,54 @@ impl mio::event::Source for ControlConn {
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         self.stream.deregister(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dir_check_refuses_other_users_directories() {
+        let base = std::env::temp_dir().join(format!("sb-ctl-test-{}", std::process::id()));
+        let own = base.join("own");
+        std::fs::create_dir_all(&own).unwrap();
+        assert!(check_private_dir(&own).is_ok());
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&own, &link).unwrap();
+        assert!(check_private_dir(&link).is_ok(), "our own symlink is fine");
+        if nix::unistd::geteuid().is_root() {
+            let theirs = base.join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            let e = check_private_dir(&theirs).unwrap_err().to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+            // a socket there is refused before anything is created
+            let r = ControlListener::bind(&theirs.join("control"));
+            assert!(r.is_err());
+            assert!(!theirs.join("control").exists());
+        } else {
+            eprintln!("SKIP (part): not root, cannot make a directory owned by another user");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn live_control_socket_is_refused_and_stale_one_replaced() {
+        let base = std::env::temp_dir().join(format!("sb-ctl-live-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("control");
+        let first = ControlListener::bind(&path).unwrap();
+        assert!(matches!(
+            ControlListener::bind(&path),
+            Err(ControlBindError::InUse(_))
+        ));
+        // leave a stale socket file behind: a listener that is gone
+        std::mem::forget(first);
+        let stale = std::os::unix::net::UnixListener::bind(base.join("other")).unwrap();
+        drop(stale);
+        let again = ControlListener::bind(&base.join("other"));
+        assert!(again.is_ok(), "a stale socket is replaced");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -5,6 +5,7 @@
 //! `sbt-<pid>-<n>`) and removes again, also when a test fails. Tests that need
 //! root, `/dev/net/tun` or a missing tool print `SKIP: <reason>` and pass.
 
+mod guest;
 mod netns;
 mod switchboard;
 mod traffic;
@@ -12,5 +13,6 @@ mod traffic;
 mod handshake;
 mod offload;
 mod own_taps;
+mod qemu_vde;
 mod stale_dir;
 mod vde_peers;
