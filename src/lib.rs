@@ -17,5 +17,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod mac;
+pub mod plug;
 pub mod switch;
 pub mod time;

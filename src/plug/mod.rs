@@ -1,0 +1,3 @@
+//! `switchboard plug A B`: a cable between two endpoints.
+
+pub mod url;
