@@ -118,8 +118,9 @@ impl fmt::Display for Framing {
 }
 
 /// An encoded length prefix, kept on the stack so the send path can point
-/// an `iovec` at it without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// an `iovec` at it without allocating. The default is an empty prefix, a
+/// placeholder for arrays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameHeader {
     bytes: [u8; 4],
     len: u8,

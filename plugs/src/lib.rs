@@ -15,6 +15,7 @@ pub mod batch;
 pub mod dgram;
 pub mod framing;
 pub mod offload;
+pub mod stream;
 pub mod tap;
 pub mod vde;
 

@@ -1,0 +1,969 @@
+//! Frames over stream sockets: QEMU `-netdev stream`, passt, libkrun,
+//! socket_vmnet (4-byte prefix) and `vde_plug`/`dpipe`/ssh cables (2-byte
+//! prefix), over Unix or TCP sockets.
+//!
+//! [`StreamPort`] is the plug: one connected stream, one switch port. It
+//! reads into a fixed buffer and decodes with a [`FrameDecoder`]; it writes
+//! with vectored `sendmsg` straight from the batch while the socket keeps
+//! up, and otherwise appends whole frames to a bounded output ring that
+//! [`Plug::on_writable`] flushes. A frame that does not fit in the ring is
+//! dropped whole and counted, never cut: a stream that lost half a frame
+//! would be out of step for good.
+//!
+//! [`StreamListener`] accepts connections on a Unix path or a TCP address
+//! and makes a port of each. Unlike QEMU's own server, which takes one peer
+//! at a time, it takes any number: each connection is a port.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
+
+use crate::batch::{BATCH_CAPACITY, MAX_FRAME_SLOT};
+use crate::framing::{DEFAULT_MAX_FRAME, FrameDecoder, FrameHeader, Framing, FramingError};
+use crate::{FrameBatch, Plug, RecvStatus, TxReport};
+
+/// Default size of a port's output ring: about 700 full-size frames of
+/// backlog before frames are dropped, the same order as a socket buffer
+/// plus a VDE_PQ2 queue. Pages are only touched when a backlog forms.
+pub const DEFAULT_OUTPUT_BUFFER: usize = 1 << 20;
+
+/// Bytes read per `read` call. Large enough to take many small frames, or
+/// most of a 64 KiB frame, per syscall.
+const READ_BUFFER: usize = 128 * 1024;
+
+/// How long a blocking Unix `connect` may wait for room in a listener's
+/// backlog before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sizes for one stream port. The defaults suit every known peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// The longest frame accepted from the peer (a longer length prefix
+    /// closes the connection) and sent to it (longer frames are dropped, so
+    /// a peer with a smaller limit, such as QEMU's 69632, is not cut off).
+    pub max_frame: usize,
+    /// Bytes of output buffered while the peer does not read; raised to at
+    /// least one maximum-size frame.
+    pub output_buffer: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            max_frame: DEFAULT_MAX_FRAME,
+            output_buffer: DEFAULT_OUTPUT_BUFFER,
+        }
+    }
+}
+
+/// The connected socket under a [`StreamPort`]: Unix or TCP. An enum rather
+/// than a type parameter so the daemon can keep all stream ports in one
+/// collection.
+#[derive(Debug)]
+pub enum StreamSocket {
+    /// A Unix stream socket (QEMU `addr.type=unix`, passt, socket_vmnet).
+    Unix(UnixStream),
+    /// A TCP connection (QEMU `addr.type=inet`, libvirt `server`/`client`).
+    Tcp(TcpStream),
+}
+
+impl StreamSocket {
+    /// Runs one raw I/O call under mio's `try_io`.
+    fn try_io<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match self {
+            StreamSocket::Unix(s) => s.try_io(f),
+            StreamSocket::Tcp(s) => s.try_io(f),
+        }
+    }
+
+    /// Shuts both directions down, so the peer sees the end at once even if
+    /// the port lingers in the daemon for a moment.
+    fn shutdown(&self) {
+        let _ = match self {
+            StreamSocket::Unix(s) => s.shutdown(Shutdown::Both),
+            StreamSocket::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    /// `read(2)`.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Unix(s) => s.read(buf),
+            StreamSocket::Tcp(s) => s.read(buf),
+        }
+    }
+
+    /// A non-blocking vectored send that never raises `SIGPIPE`.
+    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        self.try_io(|| {
+            // SAFETY: all-zero is a valid `msghdr`.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix;
+            // sendmsg only reads through the pointer.
+            msg.msg_iov = iov.as_ptr().cast_mut().cast();
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: `msg` points at `iov`, which outlives the call.
+            let rc = unsafe {
+                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        })
+    }
+}
+
+impl From<UnixStream> for StreamSocket {
+    fn from(s: UnixStream) -> Self {
+        StreamSocket::Unix(s)
+    }
+}
+
+impl From<TcpStream> for StreamSocket {
+    fn from(s: TcpStream) -> Self {
+        StreamSocket::Tcp(s)
+    }
+}
+
+impl AsRawFd for StreamSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            StreamSocket::Unix(s) => s.as_raw_fd(),
+            StreamSocket::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for StreamSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            StreamSocket::Unix(s) => s.as_fd(),
+            StreamSocket::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Source for StreamSocket {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            StreamSocket::Unix(s) => s.register(registry, token, interests),
+            StreamSocket::Tcp(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            StreamSocket::Unix(s) => s.reregister(registry, token, interests),
+            StreamSocket::Tcp(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            StreamSocket::Unix(s) => s.deregister(registry),
+            StreamSocket::Tcp(s) => s.deregister(registry),
+        }
+    }
+}
+
+/// Why a stream port stopped, for the log line and the port table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection.
+    Eof,
+    /// The peer reset the connection (or it timed out).
+    Reset(io::ErrorKind),
+    /// The peer sent a length prefix we cannot accept.
+    Framing(FramingError),
+    /// Writing failed for good (`EPIPE`, `ECONNRESET`, ...).
+    WriteFailed(io::ErrorKind),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Eof => write!(f, "peer closed the connection"),
+            CloseReason::Reset(kind) => write!(f, "connection lost: {kind}"),
+            CloseReason::Framing(e) => write!(f, "bad frame length from peer: {e}"),
+            CloseReason::WriteFailed(kind) => write!(f, "write failed: {kind}"),
+        }
+    }
+}
+
+/// A bounded byte ring for output the socket has not taken yet.
+#[derive(Debug)]
+struct OutRing {
+    buf: Box<[u8]>,
+    head: usize,
+    len: usize,
+}
+
+impl OutRing {
+    fn new(capacity: usize) -> OutRing {
+        OutRing {
+            buf: vec![0u8; capacity].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn free(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Appends `bytes`; the caller has checked [`free`](Self::free).
+    fn push(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= self.free());
+        let cap = self.buf.len();
+        let tail = (self.head + self.len) % cap;
+        let first = bytes.len().min(cap - tail);
+        self.buf[tail..tail + first].copy_from_slice(&bytes[..first]);
+        self.buf[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        self.len += bytes.len();
+    }
+
+    /// The buffered bytes, oldest first, in at most two pieces.
+    fn slices(&self) -> (&[u8], &[u8]) {
+        let cap = self.buf.len();
+        let end = self.head + self.len;
+        if end <= cap {
+            (&self.buf[self.head..end], &[])
+        } else {
+            (&self.buf[self.head..], &self.buf[..end - cap])
+        }
+    }
+
+    /// Forgets the oldest `n` bytes (written out).
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + n) % self.buf.len()
+        };
+    }
+}
+
+/// One stream connection as a switch port.
+///
+/// Register it for `READABLE | WRITABLE` (the daemon does): writable events
+/// drive [`Plug::on_writable`], which drains the output ring.
+#[derive(Debug)]
+pub struct StreamPort {
+    socket: StreamSocket,
+    framing: Framing,
+    decoder: FrameDecoder,
+    max_frame: usize,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rlen: usize,
+    out: OutRing,
+    description: String,
+    closed: Option<CloseReason>,
+}
+
+impl StreamPort {
+    /// Wraps a connected, non-blocking stream with default sizes. Sets
+    /// `TCP_NODELAY` on TCP: frames must not wait for Nagle.
+    pub fn new(
+        socket: impl Into<StreamSocket>,
+        framing: Framing,
+        description: impl Into<String>,
+    ) -> StreamPort {
+        StreamPort::with_options(socket, framing, description, StreamOptions::default())
+    }
+
+    /// Like [`new`](Self::new), with explicit sizes.
+    pub fn with_options(
+        socket: impl Into<StreamSocket>,
+        framing: Framing,
+        description: impl Into<String>,
+        options: StreamOptions,
+    ) -> StreamPort {
+        let socket = socket.into();
+        if let StreamSocket::Tcp(s) = &socket
+            && let Err(e) = s.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let decoder = FrameDecoder::new(framing, options.max_frame);
+        let max_frame = decoder.max_frame();
+        StreamPort {
+            socket,
+            framing,
+            decoder,
+            max_frame,
+            rbuf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            rpos: 0,
+            rlen: 0,
+            out: OutRing::new(
+                options
+                    .output_buffer
+                    .max(MAX_FRAME_SLOT + framing.header_len()),
+            ),
+            description: description.into(),
+            closed: None,
+        }
+    }
+
+    /// Connects to a Unix stream socket (a passt socket, a QEMU
+    /// `server=on` stream, socket_vmnet). Waits at most 5 s for room in the
+    /// listener's backlog.
+    pub fn connect_unix(path: &Path, framing: Framing) -> io::Result<StreamPort> {
+        let stream = connect_unix_stream(path, CONNECT_TIMEOUT)?;
+        let description = format!("{framing} stream to unix:{}", path.display());
+        Ok(StreamPort::new(
+            UnixStream::from_std(stream),
+            framing,
+            description,
+        ))
+    }
+
+    /// Connects to a TCP listener (QEMU `-netdev stream,server=on` over
+    /// inet, `-netdev socket,listen=`), waiting at most `timeout`.
+    pub fn connect_tcp(addr: SocketAddr, framing: Framing, timeout: Duration) -> io::Result<StreamPort> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nonblocking(true)?;
+        let description = format!("{framing} stream to tcp:{addr}");
+        Ok(StreamPort::new(
+            TcpStream::from_std(stream),
+            framing,
+            description,
+        ))
+    }
+
+    /// The framing spoken on this connection.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The socket, for addresses and options.
+    pub fn socket(&self) -> &StreamSocket {
+        &self.socket
+    }
+
+    /// Bytes waiting in the output ring.
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Why the port stopped, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// Marks the port closed (once) and shuts the socket down.
+    fn close(&mut self, reason: CloseReason) {
+        if self.closed.is_some() {
+            return;
+        }
+        match &reason {
+            CloseReason::Framing(_) => {
+                tracing::warn!(port = %self.description, reason = %reason, "closing stream port");
+            }
+            _ => tracing::debug!(port = %self.description, reason = %reason, "stream port closed"),
+        }
+        self.socket.shutdown();
+        self.out.consume(self.out.len());
+        self.closed = Some(reason);
+    }
+
+    /// Checks that frame `index` of `batch` can be sent, and makes its
+    /// prefix.
+    fn header_for(&self, batch: &FrameBatch, index: u16) -> Option<FrameHeader> {
+        let index = usize::from(index);
+        if index >= batch.len() {
+            return None;
+        }
+        let len = batch.frame(index).len();
+        if len > self.max_frame {
+            return None;
+        }
+        self.framing.encode_header(len).ok()
+    }
+
+    /// Appends a frame to the ring if it fits whole; drops it otherwise.
+    fn enqueue(&mut self, header: FrameHeader, frame: &[u8], report: &mut TxReport) {
+        let header = header.as_bytes();
+        if self.out.free() >= header.len() + frame.len() {
+            self.out.push(header);
+            self.out.push(frame);
+            report.sent += 1;
+            report.sent_bytes += frame.len();
+        } else {
+            report.dropped_full += 1;
+        }
+    }
+
+    /// Writes frames straight from the batch with one `sendmsg` per
+    /// [`BATCH_CAPACITY`] frames while the socket takes everything. Queues
+    /// the unwritten rest of a frame the socket took only part of, and
+    /// queues (or drops) the frames after it. Returns the indices not yet
+    /// handled. Only called with an empty ring.
+    fn write_direct<'w>(
+        &mut self,
+        batch: &FrameBatch,
+        which: &'w [u16],
+        report: &mut TxReport,
+    ) -> &'w [u16] {
+        let header_len = self.framing.header_len();
+        let mut pos = 0;
+        while pos < which.len() {
+            let mut headers = [FrameHeader::default(); BATCH_CAPACITY];
+            let mut indices = [0u16; BATCH_CAPACITY];
+            let mut count = 0;
+            while pos < which.len() && count < BATCH_CAPACITY {
+                let index = which[pos];
+                pos += 1;
+                match self.header_for(batch, index) {
+                    Some(h) => {
+                        headers[count] = h;
+                        indices[count] = index;
+                        count += 1;
+                    }
+                    None => report.dropped_error += 1,
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            let mut iov = [IoSlice::new(&[]); 2 * BATCH_CAPACITY];
+            for k in 0..count {
+                iov[2 * k] = IoSlice::new(headers[k].as_bytes());
+                iov[2 * k + 1] = IoSlice::new(batch.frame(usize::from(indices[k])));
+            }
+            let mut written = loop {
+                match self.socket.send_vectored(&iov[..2 * count]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                    Err(e) => {
+                        report.dropped_error += count;
+                        self.close(CloseReason::WriteFailed(e.kind()));
+                        return &which[pos..];
+                    }
+                }
+            };
+            let mut k = 0;
+            while k < count {
+                let frame = batch.frame(usize::from(indices[k]));
+                let total = header_len + frame.len();
+                if written >= total {
+                    written -= total;
+                    report.sent += 1;
+                    report.sent_bytes += frame.len();
+                    k += 1;
+                } else {
+                    break;
+                }
+            }
+            if k == count {
+                continue;
+            }
+            if written > 0 {
+                // The socket took part of frame `k`: the rest must follow,
+                // or the stream is out of step. The ring is empty and holds
+                // at least one maximum-size frame, so it fits.
+                let header = headers[k].as_bytes();
+                let frame = batch.frame(usize::from(indices[k]));
+                if written < header_len {
+                    self.out.push(&header[written..]);
+                    self.out.push(frame);
+                } else {
+                    self.out.push(&frame[written - header_len..]);
+                }
+                report.sent += 1;
+                report.sent_bytes += frame.len();
+                k += 1;
+            }
+            for j in k..count {
+                self.enqueue(headers[j], batch.frame(usize::from(indices[j])), report);
+            }
+            return &which[pos..];
+        }
+        &[]
+    }
+
+    /// Writes as much of the ring as the socket takes.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            let (a, b) = self.out.slices();
+            let iov = [IoSlice::new(a), IoSlice::new(b)];
+            let pieces = if b.is_empty() { 1 } else { 2 };
+            match self.socket.send_vectored(&iov[..pieces]) {
+                Ok(0) => break,
+                Ok(n) => self.out.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(CloseReason::WriteFailed(e.kind()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for read errors that mean the connection is gone.
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+impl Plug for StreamPort {
+    /// Reads until the batch is full or the socket has nothing more. Frames
+    /// decoded before an EOF, a reset or a bad length stay in the batch;
+    /// `Closed` is returned with them and on every later call.
+    fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
+        if self.closed.is_some() {
+            return Ok(RecvStatus::Closed);
+        }
+        loop {
+            if self.rpos < self.rlen {
+                match self.decoder.feed(&self.rbuf[self.rpos..self.rlen], batch) {
+                    Ok(n) => self.rpos += n,
+                    Err(e) => {
+                        self.close(CloseReason::Framing(e));
+                        return Ok(RecvStatus::Closed);
+                    }
+                }
+            }
+            if batch.is_full() {
+                return Ok(RecvStatus::More);
+            }
+            // The decoder took everything: the buffer is free again.
+            self.rpos = 0;
+            self.rlen = 0;
+            match self.socket.read(&mut self.rbuf) {
+                Ok(0) => {
+                    if self.decoder.is_mid_frame() {
+                        tracing::debug!(port = %self.description, "EOF in the middle of a frame");
+                    }
+                    self.close(CloseReason::Eof);
+                    return Ok(RecvStatus::Closed);
+                }
+                Ok(n) => self.rlen = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RecvStatus::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_disconnect(&e) => {
+                    self.close(CloseReason::Reset(e.kind()));
+                    return Ok(RecvStatus::Closed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends directly while the socket keeps up; otherwise buffers whole
+    /// frames up to the ring's size and drops the rest
+    /// ([`dropped_full`](TxReport::dropped_full)). Frames longer than the
+    /// port's `max_frame` or than the prefix can express, and everything
+    /// after the connection failed, count as
+    /// [`dropped_error`](TxReport::dropped_error).
+    fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
+        let mut report = TxReport::default();
+        if !self.out.is_empty() {
+            let _ = self.flush();
+        }
+        if self.closed.is_some() {
+            report.dropped_error = which.len();
+            return report;
+        }
+        let rest = if self.out.is_empty() {
+            self.write_direct(batch, which, &mut report)
+        } else {
+            which
+        };
+        if self.closed.is_some() {
+            report.dropped_error += rest.len();
+            return report;
+        }
+        for &index in rest {
+            match self.header_for(batch, index) {
+                Some(header) => self.enqueue(header, batch.frame(usize::from(index)), &mut report),
+                None => report.dropped_error += 1,
+            }
+        }
+        report
+    }
+
+    fn on_writable(&mut self) -> io::Result<()> {
+        if self.closed.is_some() {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// False once the connection has failed in any direction.
+    fn check_alive(&mut self) -> bool {
+        self.closed.is_none()
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+}
+
+impl Source for StreamPort {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket.deregister(registry)
+    }
+}
+
+/// The listening socket under a [`StreamListener`].
+#[derive(Debug)]
+enum ListenerSocket {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// A listening Unix or TCP socket that turns each connection into a
+/// [`StreamPort`] (QEMU `-netdev stream,server=off` and libkrun/passt-style
+/// clients connect here).
+///
+/// A Unix listener removes its socket file when dropped, unless the file
+/// has been replaced by someone else's since.
+#[derive(Debug)]
+pub struct StreamListener {
+    socket: ListenerSocket,
+    framing: Framing,
+    options: StreamOptions,
+    label: String,
+    bound: Option<BoundPath>,
+}
+
+impl StreamListener {
+    /// Listens on a Unix socket at `path`. A socket file nobody listens on
+    /// (left by a crash) is replaced; a live one is an `AddrInUse` error
+    /// ("in use"); anything that is not a socket is refused and left alone.
+    pub fn bind_unix(path: impl AsRef<Path>, framing: Framing) -> io::Result<StreamListener> {
+        let path = std::path::absolute(path.as_ref())?;
+        claim_socket_path(&path, SockType::Stream)?;
+        let listener = UnixListener::bind(&path).map_err(|e| in_use_error(e, &path))?;
+        let bound = BoundPath::new(&path)?;
+        Ok(StreamListener {
+            socket: ListenerSocket::Unix(listener),
+            framing,
+            options: StreamOptions::default(),
+            label: format!("unix:{}", path.display()),
+            bound: Some(bound),
+        })
+    }
+
+    /// Listens on a TCP address (port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr)).
+    pub fn bind_tcp(addr: SocketAddr, framing: Framing) -> io::Result<StreamListener> {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        Ok(StreamListener {
+            socket: ListenerSocket::Tcp(listener),
+            framing,
+            options: StreamOptions::default(),
+            label: format!("tcp:{local}"),
+            bound: None,
+        })
+    }
+
+    /// Sets the sizes given to accepted ports.
+    pub fn with_options(mut self, options: StreamOptions) -> StreamListener {
+        self.options = options;
+        self
+    }
+
+    /// The framing accepted ports speak.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The bound TCP address, for listeners made by
+    /// [`bind_tcp`](Self::bind_tcp).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.socket {
+            ListenerSocket::Tcp(l) => l.local_addr().ok(),
+            ListenerSocket::Unix(_) => None,
+        }
+    }
+
+    /// The socket path, for listeners made by [`bind_unix`](Self::bind_unix).
+    pub fn path(&self) -> Option<&Path> {
+        self.bound.as_ref().map(|b| b.path.as_path())
+    }
+
+    /// Where the listener listens, as `unix:PATH` or `tcp:ADDR`, for logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Accepts one waiting connection as a port, without blocking.
+    ///
+    /// `Ok(None)` when none is waiting: the listener is edge-triggered, so
+    /// on a readiness event call this until it says so. Connections
+    /// abandoned before we got to them are skipped; other errors (out of
+    /// descriptors) are returned and the listener stays usable.
+    pub fn accept(&mut self) -> io::Result<Option<StreamPort>> {
+        loop {
+            let result = match &self.socket {
+                ListenerSocket::Unix(l) => l.accept().map(|(s, _)| {
+                    let who = match nix::sys::socket::getsockopt(
+                        &s,
+                        nix::sys::socket::sockopt::PeerCredentials,
+                    ) {
+                        Ok(c) => format!(" pid={} uid={}", c.pid(), c.uid()),
+                        Err(_) => String::new(),
+                    };
+                    let description = format!("{} stream on {}{who}", self.framing, self.label);
+                    (StreamSocket::Unix(s), description)
+                }),
+                ListenerSocket::Tcp(l) => l.accept().map(|(s, peer)| {
+                    let description = format!("{} stream from tcp:{peer}", self.framing);
+                    (StreamSocket::Tcp(s), description)
+                }),
+            };
+            match result {
+                Ok((socket, description)) => {
+                    return Ok(Some(StreamPort::with_options(
+                        socket,
+                        self.framing,
+                        description,
+                        self.options,
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Source for StreamListener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match &mut self.socket {
+            ListenerSocket::Unix(l) => l.register(registry, token, interests),
+            ListenerSocket::Tcp(l) => l.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match &mut self.socket {
+            ListenerSocket::Unix(l) => l.reregister(registry, token, interests),
+            ListenerSocket::Tcp(l) => l.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match &mut self.socket {
+            ListenerSocket::Unix(l) => l.deregister(registry),
+            ListenerSocket::Tcp(l) => l.deregister(registry),
+        }
+    }
+}
+
+/// A socket file we bound, removed on drop if it is still the same file.
+/// Shared by every plug that binds a path.
+#[derive(Debug)]
+pub(crate) struct BoundPath {
+    pub(crate) path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl BoundPath {
+    /// Records the identity of the socket file just bound at `path`.
+    pub(crate) fn new(path: &Path) -> io::Result<BoundPath> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(BoundPath {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for BoundPath {
+    fn drop(&mut self) {
+        // Best effort; never remove a file someone put there after us.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes `path` free for binding a socket of type `kind`: nothing there is
+/// fine; a socket file nobody is bound to is removed; a live socket is an
+/// `AddrInUse` error; anything else is refused with `AlreadyExists`.
+pub(crate) fn claim_socket_path(path: &Path, kind: SockType) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        ));
+    }
+    if socket_is_live(path, kind)? {
+        return Err(in_use(path));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether something is bound to the socket file at `path`, found by a
+/// non-blocking connect of a socket of type `kind`.
+fn socket_is_live(path: &Path, kind: SockType) -> io::Result<bool> {
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        kind,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+        // Accepted, queued behind a full backlog, bound by a socket of
+        // another type, or a datagram socket connected to someone else:
+        // somebody is there.
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE | Errno::EPERM) => {
+            Ok(true)
+        }
+        Err(Errno::ECONNREFUSED | Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error for a path a live socket holds.
+fn in_use(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{} is in use by a running process", path.display()),
+    )
+}
+
+/// Rewrites a bind's `EADDRINUSE` (someone bound the path between our check
+/// and our bind) into the same message as a live socket.
+pub(crate) fn in_use_error(e: io::Error, path: &Path) -> io::Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        in_use(path)
+    } else {
+        e
+    }
+}
+
+/// Connects a Unix stream socket without blocking indefinitely: a listener
+/// whose backlog is full makes a non-blocking connect fail with `EAGAIN`,
+/// which is retried until `timeout`. Returns a non-blocking socket.
+pub(crate) fn connect_unix_stream(
+    path: &Path,
+    timeout: Duration,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    let deadline = Instant::now() + timeout;
+    let addr = UnixAddr::new(path)?;
+    loop {
+        let fd = nix::sys::socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(std::os::unix::net::UnixStream::from(fd)),
+            Err(Errno::EAGAIN | Errno::EINTR) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} did not accept within {timeout:?}", path.display()),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
