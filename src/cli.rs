@@ -92,6 +92,12 @@ pub struct SwitchArgs {
     /// MTU-sized, as with vde_switch.
     #[arg(long = "no-offload")]
     pub no_offload: bool,
+    /// Also listen for QEMU `-netdev stream` clients on this Unix socket.
+    #[arg(long = "stream", value_name = "PATH")]
+    pub stream: Option<PathBuf>,
+    /// Also listen for QEMU stream clients over TCP on this address.
+    #[arg(long = "stream-tcp", value_name = "ADDR:PORT")]
+    pub stream_tcp: Option<std::net::SocketAddr>,
     /// Control socket path (default: DIR/control).
     #[arg(long = "control", value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -187,6 +193,8 @@ impl SwitchArgs {
                 vde: Some(VdePlan { dir, perms }),
                 taps,
                 tap_offload: !self.no_offload,
+                stream: self.stream.clone(),
+                stream_tcp: self.stream_tcp,
             }],
         })
     }

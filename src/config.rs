@@ -9,6 +9,8 @@
 //! vde = "/run/switchboard/lan"   # a VDE2 switch directory (QEMU -netdev vde,sock=...)
 //! taps = ["tap0"]                # taps to open and plug in
 //! tap_offload = true             # 64 KiB super-frames between taps (TSO)
+//! stream = "/run/switchboard/lan.stream"  # QEMU -netdev stream (4-byte framing)
+//! stream_tcp = "127.0.0.1:5555"  # the same over TCP
 //! mtu = 1500                     # payload bytes; up to 9216 for jumbo frames
 //! hub = false                    # flood everything, like vde_switch -x
 //! max_ports = 32                 # like vde_switch -n
@@ -52,6 +54,11 @@ pub struct SegmentSection {
     /// Open taps with virtio-net headers and TSO/checksum offload (default
     /// true).
     pub tap_offload: Option<bool>,
+    /// A Unix stream socket for QEMU `-netdev stream` clients (and passt,
+    /// libkrun, socket_vmnet): 4-byte length framing, a port per connection.
+    pub stream: Option<PathBuf>,
+    /// The same over TCP, on this address.
+    pub stream_tcp: Option<std::net::SocketAddr>,
     /// Hub mode.
     #[serde(default)]
     pub hub: bool,
@@ -103,6 +110,10 @@ pub struct SegmentPlan {
     pub taps: Vec<String>,
     /// Open them with offloads (super-frames between taps).
     pub tap_offload: bool,
+    /// QEMU stream socket (Unix) to listen on.
+    pub stream: Option<PathBuf>,
+    /// QEMU stream socket (TCP) to listen on.
+    pub stream_tcp: Option<std::net::SocketAddr>,
 }
 
 /// What the daemon runs.
@@ -157,6 +168,8 @@ pub fn default_plan() -> Plan {
             }),
             taps: Vec::new(),
             tap_offload: true,
+            stream: None,
+            stream_tcp: None,
         }],
     }
 }
@@ -278,6 +291,8 @@ impl ConfigFile {
                 vde,
                 taps: s.taps,
                 tap_offload: s.tap_offload.unwrap_or(true),
+                stream: s.stream,
+                stream_tcp: s.stream_tcp,
             });
         }
         Ok(Plan {
@@ -311,6 +326,8 @@ mac_aging_secs = 60
 mode = "0660"
 dirmode = "2770"
 group = "0"
+stream = "/tmp/sb/lan.stream"
+stream_tcp = "127.0.0.1:5555"
 [segments.wan]
 taps = ["tap2"]
 "#,
@@ -329,6 +346,8 @@ taps = ["tap2"]
         assert_eq!(vde.perms.dirmode, Some(0o2770));
         assert_eq!(vde.perms.group, Some(0));
         assert_eq!(lan.taps, vec!["tap0", "tap1"]);
+        assert_eq!(lan.stream.as_deref(), Some(Path::new("/tmp/sb/lan.stream")));
+        assert_eq!(lan.stream_tcp, Some("127.0.0.1:5555".parse().unwrap()));
         assert!(p.segments[1].vde.is_none());
     }
 

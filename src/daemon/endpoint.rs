@@ -4,6 +4,7 @@ use crate::control::server::{ControlConn, ControlListener};
 use crate::switch::{PortId, SegmentId};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_plugs::Plug;
+use switchboard_plugs::stream::StreamListener;
 use switchboard_plugs::vde::{PendingHandshake, VdeListener};
 
 /// One watched descriptor (or group of descriptors sharing a token).
@@ -22,6 +23,13 @@ pub(crate) enum Endpoint {
         dir: usize,
         /// The listener.
         listener: VdeListener,
+    },
+    /// A stream socket (QEMU framing) accepting clients for a segment.
+    StreamListener {
+        /// The segment new ports join.
+        segment: SegmentId,
+        /// The listener.
+        listener: StreamListener,
     },
     /// A VDE2 client whose request has not fully arrived.
     Handshake {

@@ -18,6 +18,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
+use switchboard_plugs::framing::Framing;
+use switchboard_plugs::stream::{StreamListener, StreamOptions};
 use switchboard_plugs::tap::{TapOptions, TapPlug};
 use switchboard_plugs::{Plug, RecvStatus};
 
@@ -108,6 +110,18 @@ impl Daemon {
             if let Some(vde) = &seg.vde {
                 open_vde_dir(&mut d, id, vde)?;
             }
+            let max_frame = seg.config.max_frame_len();
+            if let Some(path) = &seg.stream {
+                let listener = StreamListener::bind_unix(path, Framing::Qemu).map_err(|e| {
+                    DaemonError::Setup(format!("stream socket {}: {e}", path.display()))
+                })?;
+                d.add_stream_listener(id, listener, max_frame)?;
+            }
+            if let Some(addr) = seg.stream_tcp {
+                let listener = StreamListener::bind_tcp(addr, Framing::Qemu)
+                    .map_err(|e| DaemonError::Setup(format!("stream socket tcp:{addr}: {e}")))?;
+                d.add_stream_listener(id, listener, max_frame)?;
+            }
             for tap in &seg.taps {
                 let opts = TapOptions {
                     mtu: (seg.config.mtu != 1500).then(|| seg.config.mtu as u16),
@@ -180,6 +194,9 @@ impl Daemon {
             Endpoint::ControlListener(l) => registry.register(l, token, interest),
             Endpoint::ControlConn(c) => registry.register(c, token, interest),
             Endpoint::VdeListener { listener, .. } => registry.register(listener, token, interest),
+            Endpoint::StreamListener { listener, .. } => {
+                registry.register(listener, token, interest)
+            }
             Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
             Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
         };
@@ -196,6 +213,7 @@ impl Daemon {
             Endpoint::ControlListener(l) => registry.deregister(l),
             Endpoint::ControlConn(c) => registry.deregister(c),
             Endpoint::VdeListener { listener, .. } => registry.deregister(listener),
+            Endpoint::StreamListener { listener, .. } => registry.deregister(listener),
             Endpoint::Handshake { pending, .. } => registry.deregister(pending),
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
@@ -271,6 +289,52 @@ impl Daemon {
                     tx = p.counters().tx_frames,
                     "port detached"
                 );
+            }
+        }
+    }
+
+    fn add_stream_listener(
+        &mut self,
+        segment: SegmentId,
+        listener: StreamListener,
+        max_frame: usize,
+    ) -> Result<(), DaemonError> {
+        let options = StreamOptions {
+            max_frame,
+            ..StreamOptions::default()
+        };
+        let listener = listener.with_options(options);
+        tracing::info!(socket = listener.label(), "QEMU stream socket ready");
+        self.insert(
+            Endpoint::StreamListener { segment, listener },
+            Interest::READABLE,
+        )?;
+        Ok(())
+    }
+
+    fn accept_stream_clients(&mut self, token: Token) {
+        loop {
+            let Some(Endpoint::StreamListener { segment, listener }) =
+                self.endpoints.get_mut(token.0)
+            else {
+                return;
+            };
+            let segment = *segment;
+            let port = match listener.accept() {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream accept failed");
+                    return;
+                }
+            };
+            let req = PortRequest {
+                number: None,
+                kind: "stream",
+                description: port.description().to_string(),
+            };
+            if let Err(e) = self.add_port(segment, req, Box::new(port)) {
+                tracing::warn!(error = %e, "stream client refused; connection closed");
             }
         }
     }
@@ -367,6 +431,7 @@ impl Daemon {
                 self.control_progress(token, progress);
             }
             Endpoint::VdeListener { .. } => accept_clients(self, token),
+            Endpoint::StreamListener { .. } => self.accept_stream_clients(token),
             Endpoint::Handshake { .. } => advance_handshake(self, token),
         }
     }
