@@ -114,9 +114,7 @@ impl StreamSocket {
             msg.msg_iov = iov.as_ptr().cast_mut().cast();
             msg.msg_iovlen = iov.len() as _;
             // SAFETY: `msg` points at `iov`, which outlives the call.
-            let rc = unsafe {
-                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            };
+            let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
             if rc < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -353,7 +351,11 @@ impl StreamPort {
 
     /// Connects to a TCP listener (QEMU `-netdev stream,server=on` over
     /// inet, `-netdev socket,listen=`), waiting at most `timeout`.
-    pub fn connect_tcp(addr: SocketAddr, framing: Framing, timeout: Duration) -> io::Result<StreamPort> {
+    pub fn connect_tcp(
+        addr: SocketAddr,
+        framing: Framing,
+        timeout: Duration,
+    ) -> io::Result<StreamPort> {
         let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nonblocking(true)?;
         let description = format!("{framing} stream to tcp:{addr}");
@@ -967,3 +969,488 @@ pub(crate) fn connect_unix_stream(
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    use crate::vde::dir::tests::dead_socket;
+    use crate::vde::dir::with_umask_lock;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A frame whose bytes encode `seed` and its length, so any mix-up,
+    /// cut or shift shows.
+    fn frame(seed: usize, len: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| (i * 7 + seed * 131) as u8).collect();
+        // The first bytes carry the seed, for frames long enough.
+        for (i, b) in (seed as u32).to_be_bytes().iter().enumerate() {
+            if let Some(x) = f.get_mut(i) {
+                *x = *b;
+            }
+        }
+        f
+    }
+
+    fn seed_of(f: &[u8]) -> usize {
+        u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        with_umask_lock(|| tempfile::tempdir().unwrap())
+    }
+
+    /// A port on one end of a socket pair, the raw other end (blocking,
+    /// with a timeout) for the test to read and write bytes itself.
+    fn port_and_raw(framing: Framing, options: StreamOptions) -> (StreamPort, StdUnixStream) {
+        let (a, b) = StdUnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_read_timeout(Some(WAIT)).unwrap();
+        b.set_write_timeout(Some(WAIT)).unwrap();
+        let port = StreamPort::with_options(UnixStream::from_std(a), framing, "test", options);
+        (port, b)
+    }
+
+    fn port_pair(framing: Framing, options: StreamOptions) -> (StreamPort, StreamPort) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            StreamPort::with_options(a, framing, "a", options),
+            StreamPort::with_options(b, framing, "b", options),
+        )
+    }
+
+    /// Receives on `port` until `want` frames arrived (or it closes),
+    /// calling `between` each round (to flush the sender). Bounded by
+    /// [`WAIT`].
+    fn recv_frames(
+        port: &mut StreamPort,
+        want: usize,
+        mut between: impl FnMut(),
+    ) -> (Vec<Vec<u8>>, RecvStatus) {
+        let deadline = Instant::now() + WAIT;
+        let mut batch = FrameBatch::new();
+        let mut got = Vec::new();
+        loop {
+            between();
+            batch.clear();
+            let status = port.recv_batch(&mut batch).unwrap();
+            got.extend((0..batch.len()).map(|i| batch.frame(i).to_vec()));
+            if got.len() >= want || status == RecvStatus::Closed {
+                return (got, status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {want} frames within {WAIT:?}",
+                got.len()
+            );
+            if status == RecvStatus::Drained {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[test]
+    fn out_ring_wraps_and_keeps_order() {
+        let mut ring = OutRing::new(10);
+        ring.push(b"abcdefg");
+        ring.consume(5);
+        ring.push(b"hijkl");
+        assert_eq!(ring.len(), 7);
+        assert_eq!(ring.slices(), (&b"fghij"[..], &b"kl"[..]));
+        assert_eq!(ring.free(), 3);
+        ring.consume(6);
+        assert_eq!(ring.slices(), (&b"l"[..], &b""[..]));
+        ring.consume(1);
+        assert!(ring.is_empty());
+        assert_eq!(ring.head, 0);
+    }
+
+    #[test]
+    fn bytes_on_the_wire_match_each_framing() {
+        // QEMU: 4-byte length, e.g. DHCPDISCOVER = 00 00 01 ba + 442 bytes.
+        let (mut port, mut raw) = port_and_raw(Framing::Qemu, StreamOptions::default());
+        let mut out = FrameBatch::new();
+        out.push(&frame(1, 442));
+        out.push(&frame(2, 60));
+        let report = port.send_batch(&out, &[0, 1]);
+        assert_eq!(report.sent, 2);
+        assert_eq!(report.sent_bytes, 502);
+        let mut wire = vec![0u8; 4 + 442 + 4 + 60];
+        raw.read_exact(&mut wire).unwrap();
+        assert_eq!(&wire[..4], &[0, 0, 1, 0xba]);
+        assert_eq!(&wire[4..446], &frame(1, 442)[..]);
+        assert_eq!(&wire[446..450], &[0, 0, 0, 60]);
+        assert_eq!(&wire[450..], &frame(2, 60)[..]);
+
+        // VDE: 2-byte length, 1514 = 05 ea.
+        let (mut port, mut raw) = port_and_raw(Framing::Vde, StreamOptions::default());
+        let mut out = FrameBatch::new();
+        out.push(&frame(3, 1514));
+        assert_eq!(port.send_batch(&out, &[0]).sent, 1);
+        let mut wire = vec![0u8; 2 + 1514];
+        raw.read_exact(&mut wire).unwrap();
+        assert_eq!(&wire[..2], &[0x05, 0xea]);
+        assert_eq!(&wire[2..], &frame(3, 1514)[..]);
+
+        // And the other way: raw bytes in, frames out, across odd writes.
+        let mut stream = Vec::new();
+        for (i, len) in [14usize, 1514, 65535].into_iter().enumerate() {
+            Framing::Vde
+                .encode_into(&frame(i, len), &mut stream)
+                .unwrap();
+        }
+        for chunk in stream.chunks(1000) {
+            raw.write_all(chunk).unwrap();
+        }
+        let (got, status) = recv_frames(&mut port, 3, || {});
+        assert_ne!(status, RecvStatus::Closed);
+        assert_eq!(got, vec![frame(0, 14), frame(1, 1514), frame(2, 65535)]);
+    }
+
+    #[test]
+    fn frames_round_trip_between_ports_in_both_framings() {
+        for framing in [Framing::Qemu, Framing::Vde] {
+            let (mut a, mut b) = port_pair(framing, StreamOptions::default());
+            let sizes = [1usize, 14, 60, 1514, 9000, 65535, 64];
+            let mut out = FrameBatch::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                out.push(&frame(i, len));
+            }
+            let which: Vec<u16> = (0..sizes.len() as u16).collect();
+            let report = a.send_batch(&out, &which);
+            assert_eq!(report.sent, sizes.len(), "{framing}");
+            assert_eq!(report.dropped_full + report.dropped_error, 0);
+            let (got, _) = recv_frames(&mut b, sizes.len(), || a.on_writable().unwrap());
+            let want: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| frame(i, l))
+                .collect();
+            assert_eq!(got, want, "{framing}");
+            // And back.
+            let report = b.send_batch(&out, &[3, 0]);
+            assert_eq!(report.sent, 2);
+            let (got, _) = recv_frames(&mut a, 2, || b.on_writable().unwrap());
+            assert_eq!(got, vec![frame(3, 1514), frame(0, 1)]);
+            assert_eq!(a.kind(), "stream");
+        }
+    }
+
+    #[test]
+    fn unsendable_frames_are_errors_not_stream_damage() {
+        let options = StreamOptions {
+            max_frame: 1518,
+            ..StreamOptions::default()
+        };
+        let (mut port, mut raw) = port_and_raw(Framing::Vde, options);
+        let mut out = FrameBatch::new();
+        out.push(&frame(0, 1519)); // above max_frame
+        out.push(&[]); // empty
+        out.push(&frame(2, 100));
+        let report = port.send_batch(&out, &[0, 1, 7, 2]);
+        assert_eq!(report.sent, 1);
+        assert_eq!(report.dropped_error, 3);
+        let mut wire = [0u8; 102];
+        raw.read_exact(&mut wire).unwrap();
+        assert_eq!(&wire[..2], &[0, 100]);
+        assert_eq!(&wire[2..], &frame(2, 100)[..]);
+    }
+
+    /// A reader that does not read: the socket buffer fills, then the
+    /// output ring, then whole frames are dropped and counted. When the
+    /// reader catches up, every frame that was accepted arrives intact and
+    /// in order: the stream never lost step, even though the socket took
+    /// frames in pieces.
+    #[test]
+    fn slow_reader_gets_whole_frames_and_drops_are_counted() {
+        for framing in [Framing::Qemu, Framing::Vde] {
+            let options = StreamOptions {
+                max_frame: DEFAULT_MAX_FRAME,
+                output_buffer: 256 * 1024,
+            };
+            let (mut a, mut b) = port_pair(framing, options);
+            // Sizes chosen so frames straddle both socket writes and the
+            // ring's wrap point.
+            let sizes = [100usize, 1514, 9000, 60001, 77, 33333];
+            let mut offered = 0usize;
+            let mut total = TxReport::default();
+            let mut out = FrameBatch::new();
+            let mut rounds = 0;
+            while total.dropped_full == 0 {
+                rounds += 1;
+                assert!(rounds < 1000, "{framing}: the peer never filled up");
+                out.clear();
+                for k in 0..8 {
+                    let seed = offered + k;
+                    out.push(&frame(seed, sizes[seed % sizes.len()]));
+                }
+                let report = a.send_batch(&out, &[0, 1, 2, 3, 4, 5, 6, 7]);
+                assert_eq!(report.sent + report.dropped_full, 8);
+                assert_eq!(report.dropped_error, 0);
+                // Record which seeds went, to check the receiver exactly.
+                total.absorb(report);
+                offered += 8;
+            }
+            assert!(a.pending_output() > 0);
+            assert!(a.pending_output() <= 256 * 1024);
+
+            let (got, status) = recv_frames(&mut b, total.sent, || {
+                a.on_writable().unwrap();
+            });
+            assert_ne!(status, RecvStatus::Closed);
+            assert_eq!(got.len(), total.sent, "{framing}");
+            let mut last = None;
+            let mut bytes = 0;
+            for f in &got {
+                let seed = seed_of(f);
+                assert!(last.is_none_or(|l| seed > l), "{framing}: order");
+                assert_eq!(
+                    f,
+                    &frame(seed, sizes[seed % sizes.len()]),
+                    "{framing}: frame {seed}"
+                );
+                last = Some(seed);
+                bytes += f.len();
+            }
+            assert_eq!(bytes, total.sent_bytes);
+            assert_eq!(got.len() + total.dropped_full, offered);
+            assert_eq!(a.pending_output(), 0);
+            // The stream is still in step: a new frame goes through.
+            out.clear();
+            out.push(&frame(999_999, 1514));
+            assert_eq!(a.send_batch(&out, &[0]).sent, 1);
+            let (got, _) = recv_frames(&mut b, 1, || {});
+            assert_eq!(got, vec![frame(999_999, 1514)]);
+        }
+    }
+
+    #[test]
+    fn bad_lengths_close_the_connection() {
+        // Oversized (QEMU framing, default limit), after one good frame.
+        let (mut port, mut raw) = port_and_raw(Framing::Qemu, StreamOptions::default());
+        let mut bytes = Vec::new();
+        Framing::Qemu
+            .encode_into(&frame(5, 60), &mut bytes)
+            .unwrap();
+        bytes.extend_from_slice(&70_000u32.to_be_bytes());
+        bytes.extend_from_slice(&[0xaa; 100]);
+        raw.write_all(&bytes).unwrap();
+        let (got, status) = recv_frames(&mut port, 2, || {});
+        assert_eq!(status, RecvStatus::Closed);
+        assert_eq!(got, vec![frame(5, 60)]);
+        assert!(matches!(
+            port.close_reason(),
+            Some(CloseReason::Framing(FramingError::TooLong {
+                len: 70_000,
+                ..
+            }))
+        ));
+        assert!(!port.check_alive());
+        // We shut the socket: the peer sees EOF.
+        let mut byte = [0u8; 1];
+        assert_eq!(raw.read(&mut byte).unwrap(), 0);
+        // Sends after the close are errors.
+        let mut out = FrameBatch::new();
+        out.push(&[1; 60]);
+        assert_eq!(port.send_batch(&out, &[0]).dropped_error, 1);
+
+        // VDE framing with a small limit, and a zero length.
+        let options = StreamOptions {
+            max_frame: 1518,
+            ..StreamOptions::default()
+        };
+        let (mut port, mut raw) = port_and_raw(Framing::Vde, options);
+        raw.write_all(&1519u16.to_be_bytes()).unwrap();
+        let (got, status) = recv_frames(&mut port, 1, || {});
+        assert!(got.is_empty());
+        assert_eq!(status, RecvStatus::Closed);
+        let (mut port, mut raw) = port_and_raw(Framing::Vde, options);
+        raw.write_all(&[0, 0]).unwrap();
+        let (_, status) = recv_frames(&mut port, 1, || {});
+        assert_eq!(status, RecvStatus::Closed);
+        assert_eq!(
+            port.close_reason(),
+            Some(&CloseReason::Framing(FramingError::ZeroLength))
+        );
+    }
+
+    #[test]
+    fn eof_after_frames_delivers_them_then_closes() {
+        let (mut port, mut raw) = port_and_raw(Framing::Qemu, StreamOptions::default());
+        let mut bytes = Vec::new();
+        Framing::Qemu
+            .encode_into(&frame(1, 300), &mut bytes)
+            .unwrap();
+        Framing::Qemu
+            .encode_into(&frame(2, 300), &mut bytes)
+            .unwrap();
+        bytes.truncate(bytes.len() - 10); // the second frame is cut short
+        raw.write_all(&bytes).unwrap();
+        drop(raw);
+        let (got, status) = recv_frames(&mut port, 3, || {});
+        assert_eq!(got, vec![frame(1, 300)]);
+        assert_eq!(status, RecvStatus::Closed);
+        assert_eq!(port.close_reason(), Some(&CloseReason::Eof));
+        let mut batch = FrameBatch::new();
+        assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Closed);
+    }
+
+    #[test]
+    fn write_to_a_vanished_peer_closes_the_port() {
+        let (mut port, raw) = port_and_raw(Framing::Qemu, StreamOptions::default());
+        drop(raw);
+        let mut out = FrameBatch::new();
+        out.push(&frame(1, 100));
+        let report = port.send_batch(&out, &[0, 0]);
+        assert_eq!(report.sent, 0);
+        assert_eq!(report.dropped_error, 2);
+        assert!(matches!(
+            port.close_reason(),
+            Some(CloseReason::WriteFailed(_))
+        ));
+        assert!(!port.check_alive());
+    }
+
+    #[test]
+    fn unix_listener_replaces_stale_refuses_live_and_cleans_up() {
+        let tmp = tempdir();
+        let path = tmp.path().join("vm.sock");
+
+        // A crashed owner's socket file is replaced.
+        dead_socket(&path);
+        let mut listener =
+            with_umask_lock(|| StreamListener::bind_unix(&path, Framing::Qemu)).unwrap();
+        assert_eq!(listener.path(), Some(path.as_path()));
+
+        // A client connects and exchanges frames with the accepted port.
+        let mut client = StreamPort::connect_unix(&path, Framing::Qemu).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut port = loop {
+            if let Some(p) = listener.accept().unwrap() {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no connection to accept");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let pid = std::process::id();
+        assert!(
+            port.description().contains(&format!("pid={pid}")),
+            "{}",
+            port.description()
+        );
+        assert!(listener.accept().unwrap().is_none());
+        let mut out = FrameBatch::new();
+        out.push(&frame(7, 1514));
+        assert_eq!(client.send_batch(&out, &[0]).sent, 1);
+        let (got, _) = recv_frames(&mut port, 1, || {});
+        assert_eq!(got, vec![frame(7, 1514)]);
+
+        // While it listens, a second bind is refused and the file kept. The
+        // liveness probe is a connection that ends at once: accepted, it
+        // reads as a port that closed.
+        let err = StreamListener::bind_unix(&path, Framing::Qemu).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("in use"), "{err}");
+        let mut probe = listener.accept().unwrap().expect("the probe connection");
+        let (got, status) = recv_frames(&mut probe, 1, || {});
+        assert!(got.is_empty());
+        assert_eq!(status, RecvStatus::Closed);
+
+        // Dropping the listener removes its socket file.
+        drop(listener);
+        assert!(!path.exists());
+
+        // Something that is not a socket is never replaced.
+        with_umask_lock(|| std::fs::write(&path, b"data")).unwrap();
+        let err = StreamListener::bind_unix(&path, Framing::Qemu).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"data");
+
+        // A file someone else put in our place is not removed on drop.
+        std::fs::remove_file(&path).unwrap();
+        let listener = with_umask_lock(|| StreamListener::bind_unix(&path, Framing::Vde)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        with_umask_lock(|| std::fs::write(&path, b"theirs")).unwrap();
+        drop(listener);
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn tcp_listener_accepts_with_nodelay_and_carries_frames() {
+        let mut listener =
+            StreamListener::bind_tcp("127.0.0.1:0".parse().unwrap(), Framing::Qemu).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(listener.label(), format!("tcp:{addr}"));
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(WAIT)).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut port = loop {
+            if let Some(p) = listener.accept().unwrap() {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "no connection to accept");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        match port.socket() {
+            StreamSocket::Tcp(s) => assert!(s.nodelay().unwrap(), "TCP_NODELAY"),
+            StreamSocket::Unix(_) => panic!("a TCP listener made a Unix port"),
+        }
+        assert!(port.description().contains("tcp:127.0.0.1:"));
+
+        let mut bytes = Vec::new();
+        Framing::Qemu
+            .encode_into(&frame(1, 442), &mut bytes)
+            .unwrap();
+        raw.write_all(&bytes).unwrap();
+        let (got, _) = recv_frames(&mut port, 1, || {});
+        assert_eq!(got, vec![frame(1, 442)]);
+
+        let mut out = FrameBatch::new();
+        out.push(&frame(2, 1514));
+        assert_eq!(port.send_batch(&out, &[0]).sent, 1);
+        let mut wire = vec![0u8; 4 + 1514];
+        raw.read_exact(&mut wire).unwrap();
+        assert_eq!(&wire[..4], &[0, 0, 0x05, 0xea]);
+        assert_eq!(&wire[4..], &frame(2, 1514)[..]);
+
+        // A client port made by connect_tcp sets NODELAY too.
+        let client = StreamPort::connect_tcp(addr, Framing::Qemu, Duration::from_secs(5)).unwrap();
+        match client.socket() {
+            StreamSocket::Tcp(s) => assert!(s.nodelay().unwrap()),
+            StreamSocket::Unix(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn registers_with_mio_and_wakes_on_data() {
+        use mio::{Events, Poll};
+        let (mut port, mut raw) = port_and_raw(Framing::Qemu, StreamOptions::default());
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut port, Token(3), Interest::READABLE | Interest::WRITABLE)
+            .unwrap();
+        let mut bytes = Vec::new();
+        Framing::Qemu
+            .encode_into(&frame(1, 64), &mut bytes)
+            .unwrap();
+        raw.write_all(&bytes).unwrap();
+        let mut events = Events::with_capacity(4);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if events
+                .iter()
+                .any(|e| e.token() == Token(3) && e.is_readable())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no readable event");
+        }
+        let mut batch = FrameBatch::new();
+        assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+        assert_eq!(batch.frame(0), &frame(1, 64)[..]);
+        poll.registry().deregister(&mut port).unwrap();
+    }
+}

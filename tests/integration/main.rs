@@ -13,6 +13,6 @@ mod traffic;
 mod handshake;
 mod offload;
 mod own_taps;
-mod qemu_vde;
+mod qemu_guest;
 mod stale_dir;
 mod vde_peers;

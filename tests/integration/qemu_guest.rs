@@ -1,6 +1,6 @@
-//! A real VM's NIC on a switchboard segment: QEMU's `-netdev vde` (through
-//! libvdeplug) and a namespace attached by Debian's `vde_plug2tap` ping each
-//! other.
+//! A real VM's NIC on a switchboard segment, attached each way QEMU offers
+//! (`-netdev vde` through libvdeplug, `-netdev stream`), and a namespace
+//! attached by Debian's `vde_plug2tap`: they ping each other.
 
 use crate::guest::{self, BOOT_TIMEOUT};
 use crate::netns::{Need, Netns, Proc, TestDir, secs, tap_name, wait_until};
@@ -8,18 +8,45 @@ use crate::skip_unless;
 use crate::switchboard::{Switchboard, counter, ports_of_kind};
 use serde_json::Value;
 
+/// How the guest attaches.
+enum Attach {
+    Vde,
+    Stream,
+}
+
 #[test]
 fn qemu_vde_guest_pings_namespace() {
+    guest_and_namespace_ping(Attach::Vde, "qvde", 80);
+}
+
+#[test]
+fn qemu_stream_guest_pings_namespace() {
+    guest_and_namespace_ping(Attach::Stream, "qstr", 81);
+}
+
+/// Boots a guest attached by `attach` on `10.<subnet>.0.2`, with a
+/// namespace on `.1` attached by vde_plug2tap; both must ping each other
+/// and the guest's port must show in `ctl ports` with traffic.
+fn guest_and_namespace_ping(attach: Attach, tag: &str, subnet: u8) {
     skip_unless!(Need::Netns, Need::Tool("vde_plug2tap"), Need::Tool("ping"));
     let Some(img) = guest::image_or_skip() else {
         return;
     };
-    let dir = TestDir::new("qvde");
+    let dir = TestDir::new(tag);
     let sock = dir.join("sw");
     let sock_s = sock.to_str().expect("utf-8 path");
+    let stream = dir.join("vm.stream");
+    let stream_s = stream.to_str().expect("utf-8 path");
     let s = Netns::new();
     let h = Netns::new();
-    let sw = Switchboard::start(Some(&s), &sock, &[], &[], dir.join("switchboard.log"));
+    let sw = Switchboard::start(
+        Some(&s),
+        &sock,
+        &["--stream", stream_s],
+        &[],
+        dir.join("switchboard.log"),
+    );
+    let (host_ip, guest_ip) = (format!("10.{subnet}.0.1"), format!("10.{subnet}.0.2"));
     let tap = tap_name('q');
     let mut plug = Proc::spawn(
         "vde_plug2tap",
@@ -31,15 +58,23 @@ fn qemu_vde_guest_pings_namespace() {
         "vde_plug2tap did not create {tap}: {}",
         plug.log()
     );
-    h.addr_up(&tap, "10.80.0.1/24");
+    h.addr_up(&tap, &format!("{host_ip}/24"));
 
+    let (netdev, kind, descr) = match attach {
+        Attach::Vde => (format!("vde,id=n0,sock={sock_s}"), "vde", "QEMU"),
+        Attach::Stream => (
+            format!("stream,id=n0,server=off,addr.type=unix,addr.path={stream_s}"),
+            "stream",
+            "qemu stream",
+        ),
+    };
     // Declared last, so QEMU is killed first.
     let mut vm = guest::boot(
         &img,
-        &format!("vde,id=n0,sock={sock_s}"),
-        "52:54:00:80:00:02",
-        "10.80.0.2/24",
-        "10.80.0.1",
+        &netdev,
+        &format!("52:54:00:{subnet:02x}:00:02"),
+        &format!("{guest_ip}/24"),
+        &host_ip,
         30,
     );
 
@@ -58,24 +93,14 @@ fn qemu_vde_guest_pings_namespace() {
     });
     assert!(
         result.starts_with("ok"),
-        "guest could not ping 10.80.0.1: {result}\n{}",
+        "guest could not ping {host_ip}: {result}\n{}",
         vm.logs()
     );
 
     // And the other way, while the guest waits.
     let r = h.exec(
         &[
-            "ping",
-            "-n",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-w",
-            "10",
-            "10.80.0.2",
+            "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-w", "10", &guest_ip,
         ],
         secs(20),
     );
@@ -89,23 +114,23 @@ fn qemu_vde_guest_pings_namespace() {
     assert!(vm.running(), "QEMU exited early:\n{}", vm.logs());
     assert!(plug.running(), "vde_plug2tap died: {}", plug.log());
     let ports = sw.ports();
-    let vde = ports_of_kind(&ports, "vde");
-    let qemu: Vec<&&Value> = vde
+    let of_kind = ports_of_kind(&ports, kind);
+    let qemu: Vec<&&Value> = of_kind
         .iter()
         .filter(|p| {
             p.get("description")
                 .and_then(Value::as_str)
-                .is_some_and(|d| d.starts_with("QEMU"))
+                .is_some_and(|d| d.starts_with(descr))
         })
         .collect();
-    assert_eq!(qemu.len(), 1, "expected one QEMU vde port: {ports:#?}");
+    assert_eq!(qemu.len(), 1, "expected one QEMU {kind} port: {ports:#?}");
     assert!(
         counter(qemu[0], "rx_frames") > 0 && counter(qemu[0], "tx_frames") > 0,
         "QEMU port carried no traffic: {}",
         qemu[0]
     );
     eprintln!(
-        "qemu_vde_guest_pings_namespace: done after {:.1}s",
+        "{tag}: guest and namespace pinged each other; done after {:.1}s",
         vm.elapsed().as_secs_f64()
     );
 }
