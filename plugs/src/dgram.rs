@@ -15,8 +15,8 @@
 //! the batch's slot.
 //!
 //! The same syscall code serves unconnected Unix sockets that talk to many
-//! peers (the dgram hub): [`recv_mmsg`] can also collect each datagram's
-//! source address, and [`send_mmsg`] can address every message to one
+//! peers (the dgram hub): `recv_mmsg` can also collect each datagram's
+//! source address, and `send_mmsg` can address every message to one
 //! destination.
 
 use std::fmt;
@@ -108,6 +108,12 @@ pub(crate) struct RecvNames {
     pub(crate) addrs: [libc::sockaddr_un; BATCH_CAPACITY],
     /// How many bytes of each address the kernel filled in.
     pub(crate) lens: [libc::socklen_t; BATCH_CAPACITY],
+}
+
+impl fmt::Debug for RecvNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvNames").finish_non_exhaustive()
+    }
 }
 
 impl RecvNames {

@@ -189,10 +189,7 @@ impl FrameDecoder {
     /// [`MAX_FRAME_SLOT`] (a frame that fills a batch slot is treated as
     /// oversized downstream anyway), and to at least 1.
     pub fn new(framing: Framing, max_frame: usize) -> FrameDecoder {
-        let max_frame = max_frame
-            .min(framing.max_encodable())
-            .min(MAX_FRAME_SLOT)
-            .max(1);
+        let max_frame = max_frame.clamp(1, framing.max_encodable().min(MAX_FRAME_SLOT));
         FrameDecoder {
             framing,
             max_frame,

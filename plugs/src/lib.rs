@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod dgram;
+pub mod dgram_peer;
 pub mod framing;
 pub mod offload;
 pub mod stream;

@@ -252,6 +252,10 @@ pub fn segment(
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
+    // Not even an Ethernet header: there is nothing to put on a wire.
+    if frame.len() < 14 {
+        return Err(OffloadError::Truncated);
+    }
     if !off.is_gso() {
         let out = scratch
             .get_mut(..frame.len())

@@ -37,6 +37,7 @@
 //! client must have bound the socket it names itself (it must be a socket,
 //! owned by the connecting user unless that user is root).
 
+pub mod client;
 pub mod dir;
 pub mod handshake;
 pub mod listener;
@@ -46,6 +47,7 @@ pub mod request;
 #[cfg(test)]
 mod tests;
 
+pub use client::{VdeClient, VdeClientPort};
 pub use dir::{DirError, DirOptions, SwitchDir};
 pub use handshake::{HandshakeError, HandshakeProgress, PendingHandshake};
 pub use listener::VdeListener;
