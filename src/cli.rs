@@ -8,6 +8,8 @@ use crate::config::{
 use crate::control::views::{MacView, PortView, StatsView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
+use crate::plug::cable::CableOptions;
+use crate::plug::url::Endpoint;
 use crate::switch::SegmentConfig;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,72 @@ pub enum Command {
     Run(RunArgs),
     /// Show the state of a running switchboard.
     Ctl(CtlArgs),
+    /// Join two endpoints with a cable, like vde_plug and dpipe:
+    /// `plug vde:///run/a vde:///run/b`, `plug vde:///run/a tap://tap3`,
+    /// `plug vde:///run/a - = ssh host switchboard plug vde:///run/b -`.
+    Plug(PlugArgs),
+}
+
+/// `switchboard plug`.
+#[derive(Debug, Args)]
+pub struct PlugArgs {
+    /// Reopen a side that goes away, first after this many seconds
+    /// (doubling up to a minute), instead of exiting.
+    #[arg(long, value_name = "SECS")]
+    pub reconnect: Option<u64>,
+    /// How the cable introduces itself to VDE switches (shown by
+    /// `ctl ports` and vde_switch's port/print).
+    #[arg(short = 'D', long, default_value = "switchboard plug")]
+    pub description: String,
+    /// Two endpoints (vde:///DIR[N], stream:///PATH[?listen],
+    /// tcp://HOST:PORT[?listen], dgram:///PATH[?local=PATH], tap://NAME,
+    /// udp://[ADDR:]PORT->ADDR:PORT, or - for stdin/stdout with VDE stream
+    /// framing), optionally followed by `= COMMAND...` to run COMMAND and
+    /// use its stdin/stdout for `-`.
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "ENDPOINT")]
+    pub args: Vec<String>,
+}
+
+impl PlugArgs {
+    /// Splits the arguments into the two endpoints and the options.
+    pub fn to_cable(&self) -> Result<(Endpoint, Endpoint, CableOptions), String> {
+        let (ends, command) = match self.args.iter().position(|a| a == "=") {
+            Some(i) => (&self.args[..i], Some(self.args[i + 1..].to_vec())),
+            None => (&self.args[..], None),
+        };
+        let [a, b] = ends else {
+            return Err(format!(
+                "expected two endpoints, got {}: {ends:?}",
+                ends.len()
+            ));
+        };
+        let a: Endpoint = a.parse().map_err(|e: crate::plug::url::UrlError| e.0)?;
+        let b: Endpoint = b.parse().map_err(|e: crate::plug::url::UrlError| e.0)?;
+        if let Some(cmd) = &command {
+            if cmd.is_empty() {
+                return Err(
+                    "nothing after =: expected a command whose stdin/stdout carry the cable".into(),
+                );
+            }
+            if !(a == Endpoint::Stdio || b == Endpoint::Stdio) {
+                return Err(
+                    "`= COMMAND` needs one endpoint to be - (the command's stdin/stdout)".into(),
+                );
+            }
+        }
+        if a == Endpoint::Stdio && b == Endpoint::Stdio {
+            return Err("only one side can be -".into());
+        }
+        Ok((
+            a,
+            b,
+            CableOptions {
+                reconnect: self.reconnect.map(Duration::from_secs),
+                description: self.description.clone(),
+                pipe_command: command,
+            },
+        ))
+    }
 }
 
 /// `switchboard switch`: vde_switch's options.
@@ -98,6 +166,10 @@ pub struct SwitchArgs {
     /// Also listen for QEMU stream clients over TCP on this address.
     #[arg(long = "stream-tcp", value_name = "ADDR:PORT")]
     pub stream_tcp: Option<std::net::SocketAddr>,
+    /// Also bind this Unix datagram socket for QEMU `-netdev dgram` clients
+    /// (remote.path=PATH): each client's own socket path becomes a port.
+    #[arg(long = "dgram", value_name = "PATH")]
+    pub dgram: Option<PathBuf>,
     /// Control socket path (default: DIR/control).
     #[arg(long = "control", value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -195,6 +267,7 @@ impl SwitchArgs {
                 tap_offload: !self.no_offload,
                 stream: self.stream.clone(),
                 stream_tcp: self.stream_tcp,
+                dgram: self.dgram.clone(),
             }],
         })
     }
@@ -246,6 +319,13 @@ pub fn main_with(cli: Cli) -> i32 {
             )
         }
         Command::Ctl(args) => ctl(args),
+        Command::Plug(args) => match args.to_cable() {
+            Err(e) => fail(&e),
+            Ok((a, b, opts)) => match crate::plug::cable::run(a, b, &opts) {
+                Ok(()) => 0,
+                Err(e) => fail(&e.to_string()),
+            },
+        },
     }
 }
 
@@ -519,6 +599,71 @@ mod tests {
             panic!()
         };
         assert!(args.to_plan().unwrap_err().0.contains("mtu 20000"));
+    }
+
+    #[test]
+    fn plug_arguments_split_into_ends_and_a_command() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "plug",
+            "--reconnect",
+            "2",
+            "vde:///run/a",
+            "-",
+            "=",
+            "ssh",
+            "host",
+            "switchboard",
+            "plug",
+            "vde:///run/b",
+            "-",
+        ])
+        .unwrap();
+        let Some(Command::Plug(args)) = cli.command else {
+            panic!("not plug")
+        };
+        let (a, b, opts) = args.to_cable().unwrap();
+        assert_eq!(
+            a,
+            Endpoint::Vde {
+                dir: "/run/a".into(),
+                port: None
+            }
+        );
+        assert_eq!(b, Endpoint::Stdio);
+        assert_eq!(opts.reconnect, Some(Duration::from_secs(2)));
+        assert_eq!(
+            opts.pipe_command.unwrap(),
+            ["ssh", "host", "switchboard", "plug", "vde:///run/b", "-"]
+        );
+        let bad = |v: &[&str]| {
+            let mut argv = vec!["switchboard", "plug"];
+            argv.extend_from_slice(v);
+            match Cli::try_parse_from(argv) {
+                Ok(Cli {
+                    command: Some(Command::Plug(a)),
+                }) => a.to_cable().err(),
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        assert!(bad(&["vde:///a"]).is_some());
+        assert!(
+            bad(&["vde:///a", "vde:///b", "vde:///c"])
+                .unwrap()
+                .contains("two endpoints")
+        );
+        assert!(
+            bad(&["vde:///a", "vde:///b", "=", "cat"])
+                .unwrap()
+                .contains("needs one endpoint")
+        );
+        assert!(bad(&["-", "-"]).unwrap().contains("only one side"));
+        assert!(
+            bad(&["vde:///a", "-", "="])
+                .unwrap()
+                .contains("nothing after")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod netns;
 mod switchboard;
 mod traffic;
 
+mod cascade;
 mod handshake;
 mod offload;
 mod own_taps;

@@ -1,0 +1,134 @@
+//! Cables between switches: Debian's `vde_switch` and switchboard joined by
+//! `switchboard plug`, with a namespace on each switch.
+
+use crate::netns::{Need, Netns, Proc, TestDir, secs, tap_name, wait_bounded, wait_until};
+use crate::skip_unless;
+use crate::switchboard::{Switchboard, listens, ports_of_kind};
+use crate::traffic::Hosts;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// `vde_switch` serving `dir`, ready when it listens on `dir/ctl`.
+fn vde_switch(dir: &Path, log: std::path::PathBuf) -> Proc {
+    let mut cmd = Command::new("vde_switch");
+    cmd.arg("-s").arg(dir);
+    let mut p = Proc::spawn("vde_switch", cmd, log);
+    let pid = p.pid();
+    assert!(
+        wait_until(secs(5), || listens(pid, &dir.join("ctl"))),
+        "vde_switch not ready: {}",
+        p.log()
+    );
+    assert!(p.running());
+    p
+}
+
+/// A namespace attached to the switch at `dir` by Debian's vde_plug2tap.
+fn plug2tap(ns: &Netns, dir: &Path, tap: &str, log: std::path::PathBuf) -> Proc {
+    let p = Proc::spawn(
+        "vde_plug2tap",
+        ns.command(&["vde_plug2tap", "-s", dir.to_str().unwrap(), tap]),
+        log,
+    );
+    assert!(
+        wait_until(secs(5), || ns.has_link(tap)),
+        "vde_plug2tap did not create {tap}: {}",
+        p.log()
+    );
+    p
+}
+
+fn plug(args: &[&str], log: std::path::PathBuf) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("plug").args(args);
+    Proc::spawn("switchboard plug", cmd, log)
+}
+
+#[test]
+fn plug_cascades_vde_switch_and_switchboard() {
+    skip_unless!(
+        Need::Netns,
+        Need::Tool("vde_switch"),
+        Need::Tool("vde_plug2tap"),
+        Need::Tool("ping"),
+        Need::Tool("iperf3"),
+        Need::Tool("ss")
+    );
+    let dir = TestDir::new("cascade");
+    let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+    let (a, b) = (Netns::new(), Netns::new());
+    let mut vde = vde_switch(&v1, dir.join("vde_switch.log"));
+    let mut sw = Switchboard::start(None, &v2, &[], &[], dir.join("switchboard.log"));
+    let url1 = format!("vde://{}", v1.display());
+    let url2 = format!("vde://{}", v2.display());
+    let mut cable = plug(&[&url1, &url2], dir.join("plug.log"));
+    let (ta, tb) = (tap_name('c'), tap_name('d'));
+    let _pa = plug2tap(&a, &v1, &ta, dir.join("p2t-a.log"));
+    let _pb = plug2tap(&b, &v2, &tb, dir.join("p2t-b.log"));
+    let hosts = Hosts::new(&a, &b, 6);
+    hosts.address(&ta, &tb);
+    hosts.assert_ping(3);
+    let bytes = hosts.iperf_a_to_b(2, dir.path());
+    assert!(bytes > 1_000_000, "only {bytes} bytes crossed the cascade");
+
+    // The cable is a port on switchboard, described as such.
+    let ports = sw.ports();
+    let cable_port = ports_of_kind(&ports, "vde")
+        .into_iter()
+        .find(|p| p["description"].as_str() == Some("switchboard plug"))
+        .unwrap_or_else(|| panic!("no cable port: {ports:#?}"));
+    assert!(cable_port["rx_frames"].as_u64().unwrap_or(0) > 100);
+
+    // Without --reconnect, the cable ends with an error when a side goes.
+    drop(vde.child_mut().kill());
+    let status = wait_bounded(cable.child_mut(), secs(10)).expect("plug did not exit");
+    assert!(
+        !status.success(),
+        "plug exited successfully after losing a side"
+    );
+    assert!(
+        cable.log().contains("went away"),
+        "no clear message: {}",
+        cable.log()
+    );
+    assert!(sw.running(), "switchboard died:\n{}", sw.log());
+}
+
+#[test]
+fn plug_reconnects_when_asked() {
+    skip_unless!(Need::Netns, Need::Tool("vde_switch"));
+    let dir = TestDir::new("reconn");
+    let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+    let mut vde = vde_switch(&v1, dir.join("vde_switch-1.log"));
+    let sw = Switchboard::start(None, &v2, &[], &[], dir.join("switchboard.log"));
+    let url1 = format!("vde://{}", v1.display());
+    let url2 = format!("vde://{}", v2.display());
+    let mut cable = plug(&["--reconnect", "1", &url1, &url2], dir.join("plug.log"));
+    let on_switchboard = || {
+        sw.ports()
+            .iter()
+            .any(|p| p["description"].as_str() == Some("switchboard plug"))
+    };
+    assert!(
+        wait_until(secs(5), on_switchboard),
+        "cable never attached: {}",
+        cable.log()
+    );
+    // The vde_switch restarts; the cable must come back to it by itself.
+    drop(vde.child_mut().kill());
+    let _ = wait_bounded(vde.child_mut(), secs(5));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _vde2 = vde_switch(&v1, dir.join("vde_switch-2.log"));
+    let back = wait_until(secs(15), || {
+        cable.log().matches("connected side=vde://").count() >= 3
+    });
+    assert!(back, "the cable did not reconnect: {}", cable.log());
+    assert!(
+        cable.running(),
+        "plug exited despite --reconnect: {}",
+        cable.log()
+    );
+    assert!(on_switchboard(), "the switchboard side was lost");
+}
