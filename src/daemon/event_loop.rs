@@ -99,8 +99,6 @@ impl Daemon {
         let signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| DaemonError::Setup(format!("cannot install signal handlers: {e}")))?;
         d.insert(Endpoint::Signals(signals), Interest::READABLE)?;
-        let control = ControlListener::bind(&plan.control)?;
-        d.insert(Endpoint::ControlListener(control), Interest::READABLE)?;
 
         for seg in &plan.segments {
             let id = d
@@ -143,6 +141,10 @@ impl Daemon {
             }
             tracing::info!(segment = %seg.config.name, mtu = seg.config.mtu, hub = seg.config.hub, "segment ready");
         }
+        // After the segments: the control socket may live inside a switch
+        // directory, which must be created (and later removed) by its owner.
+        let control = ControlListener::bind(&plan.control)?;
+        d.insert(Endpoint::ControlListener(control), Interest::READABLE)?;
         tracing::info!(control = %plan.control.display(), "control socket ready");
         Ok(d)
     }

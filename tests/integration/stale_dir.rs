@@ -83,3 +83,36 @@ fn stale_dir_reused_and_live_dir_refused() {
         third.log()
     );
 }
+
+/// `-d -p FILE`, as scripts start vde_switch: the command returns once the
+/// switch is ready in the background, the pid file names it, and SIGTERM
+/// leaves nothing behind: no sockets, no pid file, no directory it made.
+#[test]
+fn daemon_mode_writes_pidfile_and_cleans_up() {
+    let dir = TestDir::new("daemon");
+    let sock = dir.join("sw");
+    let pidfile = dir.join("sw.pid");
+    let r = run(
+        Command::new(BIN)
+            .arg("switch")
+            .arg("-s")
+            .arg(&sock)
+            .arg("-d")
+            .arg("-p")
+            .arg(&pidfile),
+        secs(10),
+    );
+    assert!(r.success(), "switch -d failed: {}", r.describe());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+    assert!(alive(pid), "the daemon is not running");
+    assert!(sock.join("ctl").exists() && sock.join("control").exists());
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(wait_until(secs(5), || !alive(pid)), "the daemon ignored SIGTERM");
+    assert!(!pidfile.exists(), "pid file left behind");
+    assert!(!sock.exists(), "switch directory left behind");
+}
