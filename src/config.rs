@@ -11,6 +11,7 @@
 //! tap_offload = true             # 64 KiB super-frames between taps (TSO)
 //! stream = "/run/switchboard/lan.stream"  # QEMU -netdev stream (4-byte framing)
 //! stream_tcp = "127.0.0.1:5555"  # the same over TCP
+//! dgram = "/run/switchboard/lan.dgram"    # QEMU -netdev dgram (unix), a port per VM
 //! mtu = 1500                     # payload bytes; up to 9216 for jumbo frames
 //! hub = false                    # flood everything, like vde_switch -x
 //! max_ports = 32                 # like vde_switch -n
@@ -59,6 +60,10 @@ pub struct SegmentSection {
     pub stream: Option<PathBuf>,
     /// The same over TCP, on this address.
     pub stream_tcp: Option<std::net::SocketAddr>,
+    /// A Unix datagram socket for QEMU `-netdev dgram` clients (one frame
+    /// per datagram, no header): every source path is a port, removed when
+    /// its socket is gone or after five minutes without a frame from it.
+    pub dgram: Option<PathBuf>,
     /// Hub mode.
     #[serde(default)]
     pub hub: bool,
@@ -114,6 +119,8 @@ pub struct SegmentPlan {
     pub stream: Option<PathBuf>,
     /// QEMU stream socket (TCP) to listen on.
     pub stream_tcp: Option<std::net::SocketAddr>,
+    /// QEMU dgram hub socket (Unix) to bind: a port per sending path.
+    pub dgram: Option<PathBuf>,
 }
 
 /// What the daemon runs.
@@ -170,6 +177,7 @@ pub fn default_plan() -> Plan {
             tap_offload: true,
             stream: None,
             stream_tcp: None,
+            dgram: None,
         }],
     }
 }
@@ -221,6 +229,7 @@ impl ConfigFile {
         let mut segments = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut taps: Vec<String> = Vec::new();
+        let mut sockets: Vec<PathBuf> = Vec::new();
         for (name, s) in self.segments {
             let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
             let mut config = SegmentConfig::new(name.clone());
@@ -286,6 +295,16 @@ impl ConfigFile {
                 }
                 taps.push(t.clone());
             }
+            for (key, path) in [("stream", &s.stream), ("dgram", &s.dgram)] {
+                let Some(path) = path else { continue };
+                if sockets.contains(path) {
+                    return Err(ConfigError(format!(
+                        "segments.{name}.{key}: socket {} is used twice",
+                        path.display()
+                    )));
+                }
+                sockets.push(path.clone());
+            }
             segments.push(SegmentPlan {
                 config,
                 vde,
@@ -293,6 +312,7 @@ impl ConfigFile {
                 tap_offload: s.tap_offload.unwrap_or(true),
                 stream: s.stream,
                 stream_tcp: s.stream_tcp,
+                dgram: s.dgram,
             });
         }
         Ok(Plan {
@@ -328,6 +348,7 @@ dirmode = "2770"
 group = "0"
 stream = "/tmp/sb/lan.stream"
 stream_tcp = "127.0.0.1:5555"
+dgram = "/tmp/sb/lan.dgram"
 [segments.wan]
 taps = ["tap2"]
 "#,
@@ -348,7 +369,9 @@ taps = ["tap2"]
         assert_eq!(lan.taps, vec!["tap0", "tap1"]);
         assert_eq!(lan.stream.as_deref(), Some(Path::new("/tmp/sb/lan.stream")));
         assert_eq!(lan.stream_tcp, Some("127.0.0.1:5555".parse().unwrap()));
+        assert_eq!(lan.dgram.as_deref(), Some(Path::new("/tmp/sb/lan.dgram")));
         assert!(p.segments[1].vde.is_none());
+        assert!(p.segments[1].dgram.is_none());
     }
 
     #[test]
@@ -385,6 +408,17 @@ taps = ["tap2"]
         assert!(e.contains("no segments"), "{e}");
         let e = plan("[segments.a]\nmode = \"0660\"\n").unwrap_err().0;
         assert!(e.contains("none is given"), "{e}");
+        let e = plan("[segments.a]\ndgram = \"/x\"\n[segments.b]\ndgram = \"/x\"\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("segments.b.dgram") && e.contains("used twice"),
+            "{e}"
+        );
+        let e = plan("[segments.a]\nstream = \"/x\"\ndgram = \"/x\"\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("used twice"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Everything the event loop watches, under one type.
 
+use super::dgram_hub::SharedHub;
 use crate::control::server::{ControlConn, ControlListener};
 use crate::switch::{PortId, SegmentId};
 use signal_hook_mio::v1_0::Signals;
@@ -30,6 +31,17 @@ pub(crate) enum Endpoint {
         segment: SegmentId,
         /// The listener.
         listener: StreamListener,
+    },
+    /// A Unix datagram socket for QEMU `-netdev dgram` clients: every
+    /// source path is a peer with its own [`Endpoint::Port`] (whose plug
+    /// sends through this socket); this endpoint receives for all of them.
+    DgramHub {
+        /// The segment the peers' ports join.
+        segment: SegmentId,
+        /// The socket and the peer table, shared with the peers' plugs.
+        hub: SharedHub,
+        /// Whether the hub sits on the ready queue.
+        queued: bool,
     },
     /// A VDE2 client whose request has not fully arrived.
     Handshake {

@@ -1,5 +1,6 @@
 //! The daemon's state and its loop.
 
+use super::dgram_hub::{SharedHub, open_dgram_hub, reap_gone_peers, serve_hub};
 use super::endpoint::Endpoint;
 use super::forward::Forwarder;
 use super::vde::{VdeDir, accept_clients, advance_handshake, expire_handshakes, open_vde_dir};
@@ -75,6 +76,8 @@ pub struct Daemon {
     pub(super) ready: VecDeque<Token>,
     pub(super) forwarder: Forwarder,
     pub(super) dirs: Vec<VdeDir>,
+    /// Every dgram hub, to collect the peers a send found gone.
+    pub(super) hubs: Vec<SharedHub>,
     pidfile: Option<PathBuf>,
     stop: bool,
 }
@@ -93,6 +96,7 @@ impl Daemon {
             ready: VecDeque::new(),
             forwarder: Forwarder::new(),
             dirs: Vec::new(),
+            hubs: Vec::new(),
             pidfile: opts.pidfile.clone(),
             stop: false,
         };
@@ -119,6 +123,9 @@ impl Daemon {
                 let listener = StreamListener::bind_tcp(addr, Framing::Qemu)
                     .map_err(|e| DaemonError::Setup(format!("stream socket tcp:{addr}: {e}")))?;
                 d.add_stream_listener(id, listener, max_frame)?;
+            }
+            if let Some(path) = &seg.dgram {
+                open_dgram_hub(&mut d, id, path, seg.config.max_ports)?;
             }
             for tap in &seg.taps {
                 let opts = TapOptions {
@@ -199,6 +206,9 @@ impl Daemon {
             Endpoint::StreamListener { listener, .. } => {
                 registry.register(listener, token, interest)
             }
+            Endpoint::DgramHub { hub, .. } => {
+                registry.register(&mut hub.borrow_mut().hub, token, interest)
+            }
             Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
             Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
         };
@@ -216,6 +226,7 @@ impl Daemon {
             Endpoint::ControlConn(c) => registry.deregister(c),
             Endpoint::VdeListener { listener, .. } => registry.deregister(listener),
             Endpoint::StreamListener { listener, .. } => registry.deregister(listener),
+            Endpoint::DgramHub { hub, .. } => registry.deregister(&mut hub.borrow_mut().hub),
             Endpoint::Handshake { pending, .. } => registry.deregister(pending),
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
@@ -271,7 +282,7 @@ impl Daemon {
         Ok(id)
     }
 
-    fn remove_port(&mut self, token: Token) {
+    pub(super) fn remove_port(&mut self, token: Token) {
         if let Some(Endpoint::Port { port, plug, .. }) = self.remove(token) {
             if let Some(slot) = self.port_tokens.get_mut(port.index()) {
                 *slot = None;
@@ -384,6 +395,7 @@ impl Daemon {
                 );
             }
             self.serve_ready_ports();
+            reap_gone_peers(self);
             let now = self.clock.now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
@@ -409,6 +421,12 @@ impl Daemon {
                         tracing::warn!(error = %e, "port write failed");
                     }
                 }
+                if readable && !*queued {
+                    *queued = true;
+                    self.ready.push_back(token);
+                }
+            }
+            Endpoint::DgramHub { queued, .. } => {
                 if readable && !*queued {
                     *queued = true;
                     self.ready.push_back(token);
@@ -444,16 +462,21 @@ impl Daemon {
                 break;
             };
             let clock = self.clock;
-            let status = self.forwarder.serve(
-                token,
-                &mut self.endpoints,
-                &self.port_tokens,
-                &mut self.engine,
-                || clock.now(),
-            );
+            let status = match self.endpoints.get(token.0) {
+                Some(Endpoint::DgramHub { .. }) => serve_hub(self, token),
+                _ => self.forwarder.serve(
+                    token,
+                    &mut self.endpoints,
+                    &self.port_tokens,
+                    &mut self.engine,
+                    || clock.now(),
+                ),
+            };
             match status {
                 Some(RecvStatus::More) => {
-                    if let Some(Endpoint::Port { queued, .. }) = self.endpoints.get_mut(token.0) {
+                    if let Some(Endpoint::Port { queued, .. } | Endpoint::DgramHub { queued, .. }) =
+                        self.endpoints.get_mut(token.0)
+                    {
                         *queued = true;
                     }
                     self.ready.push_back(token);
@@ -540,6 +563,8 @@ impl Drop for Daemon {
         for k in tokens {
             self.remove(Token(k));
         }
+        // The last references to the dgram hubs: their socket files go.
+        self.hubs.clear();
         self.dirs.clear();
         if let Some(p) = &self.pidfile {
             let _ = std::fs::remove_file(p);

@@ -1,19 +1,34 @@
-//! The fast path: one batch from one port through the engine to its egress
-//! ports.
+//! The fast path: one batch from one port (or from a dgram hub, whose
+//! frames each come from their own peer's port) through the engine to its
+//! egress ports.
 
+use super::dgram_hub::HubState;
 use super::endpoint::Endpoint;
 use super::soft_offload::SoftOffload;
 use crate::switch::{Egress, Engine, PortId};
 use crate::time::Instant;
 use mio::Token;
 use slab::Slab;
+use std::cell::RefCell;
+use std::io;
 use switchboard_plugs::batch::BATCH_CAPACITY;
+use switchboard_plugs::dgram_peer::PeerId;
 use switchboard_plugs::{FrameBatch, RecvStatus};
 
 /// Buffers reused for every batch, so forwarding allocates nothing once
 /// every port has been seen.
 pub(crate) struct Forwarder {
     batch: FrameBatch,
+    /// For a batch from a dgram hub: the peer each frame came from...
+    sources: [PeerId; BATCH_CAPACITY],
+    /// ...and that peer's port (`None`: it has none, the frame is dropped).
+    ingress: [Option<PortId>; BATCH_CAPACITY],
+    fanout: Fanout,
+}
+
+/// The part of forwarding that does not care where a batch came from:
+/// decisions, gathering per egress port, sending.
+struct Fanout {
     egress: Egress,
     /// Per egress port (by `PortId` index): indices of this batch's frames
     /// it must send.
@@ -28,21 +43,26 @@ impl Forwarder {
     pub(crate) fn new() -> Self {
         Forwarder {
             batch: FrameBatch::new(),
-            egress: Egress::with_capacity(64),
-            pending: Vec::new(),
-            touched: Vec::with_capacity(64),
-            soft: SoftOffload::new(),
+            sources: [PeerId::NONE; BATCH_CAPACITY],
+            ingress: [None; BATCH_CAPACITY],
+            fanout: Fanout {
+                egress: Egress::with_capacity(64),
+                pending: Vec::new(),
+                touched: Vec::with_capacity(64),
+                soft: SoftOffload::new(),
+            },
         }
     }
 
     /// Makes room for per-port state up to `bound` ports (called when a
     /// port is added, never per frame).
     pub(crate) fn reserve_ports(&mut self, bound: usize) {
-        while self.pending.len() < bound {
-            self.pending.push(Vec::with_capacity(BATCH_CAPACITY));
+        let f = &mut self.fanout;
+        while f.pending.len() < bound {
+            f.pending.push(Vec::with_capacity(BATCH_CAPACITY));
         }
-        if self.touched.capacity() < bound {
-            self.touched.reserve(bound - self.touched.len());
+        if f.touched.capacity() < bound {
+            f.touched.reserve(bound - f.touched.len());
         }
     }
 
@@ -70,17 +90,81 @@ impl Forwarder {
                 RecvStatus::Closed
             }
         };
-        if self.batch.is_empty() {
-            return Some(status);
+        if !self.batch.is_empty() {
+            self.fanout.forward(
+                &self.batch,
+                |_| Some(ingress),
+                endpoints,
+                port_tokens,
+                engine,
+                now(),
+            );
         }
-        let now = now();
-        for i in 0..self.batch.len() {
-            let wire_len = self.batch.wire_len(i);
+        Some(status)
+    }
+
+    /// Receives one batch from a dgram hub, noting each frame's peer. Call
+    /// [`forward_hub`](Self::forward_hub) next, once every new peer has a
+    /// port.
+    pub(crate) fn recv_hub(&mut self, hub: &RefCell<HubState>) -> io::Result<RecvStatus> {
+        self.batch.clear();
+        hub.borrow_mut()
+            .hub
+            .recv_from_batch(&mut self.batch, &mut self.sources)
+    }
+
+    /// Forwards the batch [`recv_hub`](Self::recv_hub) received, each frame
+    /// from its peer's port.
+    pub(crate) fn forward_hub(
+        &mut self,
+        hub: &RefCell<HubState>,
+        endpoints: &mut Slab<Endpoint>,
+        port_tokens: &[Option<Token>],
+        engine: &mut Engine,
+        now: Instant,
+    ) {
+        let n = self.batch.len();
+        if n == 0 {
+            return;
+        }
+        // Resolved up front: sending may reach this hub's own peers, which
+        // borrow it.
+        hub.borrow_mut()
+            .resolve(&self.sources[..n], &mut self.ingress[..n], now);
+        let ingress = &self.ingress;
+        self.fanout.forward(
+            &self.batch,
+            |i| ingress[i],
+            endpoints,
+            port_tokens,
+            engine,
+            now,
+        );
+    }
+}
+
+impl Fanout {
+    /// Asks the engine where each frame of `batch` goes (frame `i` came in
+    /// on `ingress(i)`; `None` skips it), gathers the frames per egress
+    /// port, and hands each egress port its frames in one call.
+    fn forward(
+        &mut self,
+        batch: &FrameBatch,
+        mut ingress: impl FnMut(usize) -> Option<PortId>,
+        endpoints: &mut Slab<Endpoint>,
+        port_tokens: &[Option<Token>],
+        engine: &mut Engine,
+        now: Instant,
+    ) {
+        for i in 0..batch.len() {
+            let Some(from) = ingress(i) else {
+                continue;
+            };
             engine.handle_sized(
                 now,
-                ingress,
-                self.batch.frame(i),
-                wire_len,
+                from,
+                batch.frame(i),
+                batch.wire_len(i),
                 &mut self.egress,
             );
             for &out in self.egress.ports() {
@@ -99,7 +183,7 @@ impl Forwarder {
                 .flatten()
                 .and_then(|t| endpoints.get_mut(t.0));
             if let Some(Endpoint::Port { plug, .. }) = target {
-                let r = self.soft.send(plug.as_mut(), &self.batch, which);
+                let r = self.soft.send(plug.as_mut(), batch, which);
                 engine.record_tx(
                     out,
                     r.sent as u64,
@@ -110,6 +194,5 @@ impl Forwarder {
             }
             which.clear();
         }
-        Some(status)
     }
 }

@@ -17,7 +17,16 @@
 //! `sendmmsg`). Nothing on that path allocates. Timers come from the engine's
 //! next deadline. SIGINT and SIGTERM end the loop; dropping the endpoints
 //! removes every socket file the daemon created.
+//!
+//! A QEMU `-netdev dgram` hub is one socket for many ports: the hub endpoint
+//! sits on the ready queue like a port and receives one batch per turn,
+//! attaches a port for each new source path first, then forwards each frame
+//! from its own peer's port. The peers' ports send through the hub socket,
+//! and are removed when a send finds their socket gone or when the peer has
+//! sent nothing for five minutes (`dgram_hub::HUB_PEER_IDLE_TIMEOUT`); see
+//! the `dgram_hub` module.
 
+mod dgram_hub;
 mod endpoint;
 mod event_loop;
 mod forward;

@@ -289,6 +289,12 @@ mod tests {
             }
         }
         assert!(refused > 0, "the flood must have hit the cap");
-        assert_eq!(t.entries.capacity(), cap_before, "the table reallocated");
+        // capacity() is items + growth_left; tombstones lower growth_left, so
+        // it may dip below the start, but any growth would raise it.
+        assert!(
+            t.entries.capacity() <= cap_before,
+            "the table grew: {} > {cap_before}",
+            t.entries.capacity()
+        );
     }
 }

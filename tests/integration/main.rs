@@ -11,6 +11,7 @@ mod switchboard;
 mod traffic;
 
 mod cascade;
+mod dgram_hub;
 mod handshake;
 mod offload;
 mod own_taps;

@@ -1,6 +1,7 @@
 //! A real VM's NIC on a switchboard segment, attached each way QEMU offers
-//! (`-netdev vde` through libvdeplug, `-netdev stream`), and a namespace
-//! attached by Debian's `vde_plug2tap`: they ping each other.
+//! (`-netdev vde` through libvdeplug, `-netdev stream`, `-netdev dgram`),
+//! and a namespace attached by Debian's `vde_plug2tap`: they ping each
+//! other.
 
 use crate::guest::{self, BOOT_TIMEOUT};
 use crate::netns::{Need, Netns, Proc, TestDir, secs, tap_name, wait_until};
@@ -12,6 +13,7 @@ use serde_json::Value;
 enum Attach {
     Vde,
     Stream,
+    Dgram,
 }
 
 #[test]
@@ -22,6 +24,11 @@ fn qemu_vde_guest_pings_namespace() {
 #[test]
 fn qemu_stream_guest_pings_namespace() {
     guest_and_namespace_ping(Attach::Stream, "qstr", 81);
+}
+
+#[test]
+fn qemu_dgram_guest_pings_namespace() {
+    guest_and_namespace_ping(Attach::Dgram, "qdgr", 82);
 }
 
 /// Boots a guest attached by `attach` on `10.<subnet>.0.2`, with a
@@ -37,12 +44,16 @@ fn guest_and_namespace_ping(attach: Attach, tag: &str, subnet: u8) {
     let sock_s = sock.to_str().expect("utf-8 path");
     let stream = dir.join("vm.stream");
     let stream_s = stream.to_str().expect("utf-8 path");
+    let hub = dir.join("hub.dgram");
+    let hub_s = hub.to_str().expect("utf-8 path");
+    let vm_sock = dir.join("vm.dgram");
+    let vm_sock_s = vm_sock.to_str().expect("utf-8 path");
     let s = Netns::new();
     let h = Netns::new();
     let sw = Switchboard::start(
         Some(&s),
         &sock,
-        &["--stream", stream_s],
+        &["--stream", stream_s, "--dgram", hub_s],
         &[],
         dir.join("switchboard.log"),
     );
@@ -61,11 +72,22 @@ fn guest_and_namespace_ping(attach: Attach, tag: &str, subnet: u8) {
     h.addr_up(&tap, &format!("{host_ip}/24"));
 
     let (netdev, kind, descr) = match attach {
-        Attach::Vde => (format!("vde,id=n0,sock={sock_s}"), "vde", "QEMU"),
+        Attach::Vde => (
+            format!("vde,id=n0,sock={sock_s}"),
+            "vde",
+            "QEMU".to_string(),
+        ),
         Attach::Stream => (
             format!("stream,id=n0,server=off,addr.type=unix,addr.path={stream_s}"),
             "stream",
-            "qemu stream",
+            "qemu stream".to_string(),
+        ),
+        Attach::Dgram => (
+            format!(
+                "dgram,id=n0,local.type=unix,local.path={vm_sock_s},remote.type=unix,remote.path={hub_s}"
+            ),
+            "dgram",
+            format!("dgram unix:{vm_sock_s}"),
         ),
     };
     // Declared last, so QEMU is killed first.
@@ -120,7 +142,7 @@ fn guest_and_namespace_ping(attach: Attach, tag: &str, subnet: u8) {
         .filter(|p| {
             p.get("description")
                 .and_then(Value::as_str)
-                .is_some_and(|d| d.starts_with(descr))
+                .is_some_and(|d| d.starts_with(&descr))
         })
         .collect();
     assert_eq!(qemu.len(), 1, "expected one QEMU {kind} port: {ports:#?}");

@@ -112,7 +112,10 @@ fn daemon_mode_writes_pidfile_and_cleans_up() {
     assert!(alive(pid), "the daemon is not running");
     assert!(sock.join("ctl").exists() && sock.join("control").exists());
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert!(wait_until(secs(5), || !alive(pid)), "the daemon ignored SIGTERM");
+    assert!(
+        wait_until(secs(5), || !alive(pid)),
+        "the daemon ignored SIGTERM"
+    );
     assert!(!pidfile.exists(), "pid file left behind");
     assert!(!sock.exists(), "switch directory left behind");
 }
