@@ -161,8 +161,9 @@ pub fn default_control_path() -> PathBuf {
     runtime_dir().join("control")
 }
 
-/// The embedded default network: one segment named `default`, served as a
-/// VDE2 switch directory under the runtime directory.
+/// The embedded default network: one segment named `default`, served under
+/// the runtime directory as a VDE2 switch directory and as QEMU stream and
+/// datagram sockets, so every QEMU attach mode works out of the box.
 pub fn default_plan() -> Plan {
     let dir = runtime_dir();
     Plan {
@@ -175,9 +176,9 @@ pub fn default_plan() -> Plan {
             }),
             taps: Vec::new(),
             tap_offload: true,
-            stream: None,
+            stream: Some(dir.join("default.stream")),
             stream_tcp: None,
-            dgram: None,
+            dgram: Some(dir.join("default.dgram")),
         }],
     }
 }

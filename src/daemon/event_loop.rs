@@ -159,18 +159,36 @@ impl Daemon {
     /// Prints, for each VDE directory, the options that attach QEMU and a tap
     /// to it.
     pub fn print_attach_hints(&self, plan: &Plan) {
+        const NIC: &str = "-device virtio-net-pci,netdev=net0";
         for seg in &plan.segments {
+            println!("segment {:?}:", seg.config.name);
             if let Some(vde) = &seg.vde {
                 let dir = vde.dir.display();
-                println!("segment {:?} is served at {dir}", seg.config.name);
+                println!("  QEMU (vde):    -netdev vde,id=net0,sock={dir} {NIC}");
+                println!("  a tap:         vde_plug2tap -s {dir} TAPNAME");
+            }
+            if let Some(path) = &seg.stream {
                 println!(
-                    "  attach QEMU:  -netdev vde,id=net0,sock={dir} -device virtio-net-pci,netdev=net0"
+                    "  QEMU (stream): -netdev stream,id=net0,server=off,addr.type=unix,addr.path={} {NIC}",
+                    path.display()
                 );
-                println!("  attach a tap: vde_plug2tap -s {dir} TAPNAME");
+            }
+            if let Some(addr) = &seg.stream_tcp {
+                println!(
+                    "  QEMU (tcp):    -netdev stream,id=net0,server=off,addr.type=inet,addr.host={},addr.port={} {NIC}",
+                    addr.ip(),
+                    addr.port()
+                );
+            }
+            if let Some(path) = &seg.dgram {
+                println!(
+                    "  QEMU (dgram):  -netdev dgram,id=net0,local.type=unix,local.path=/tmp/VMNAME.dgram,remote.type=unix,remote.path={} {NIC}",
+                    path.display()
+                );
             }
         }
         println!(
-            "  inspect:      switchboard ctl -c {} ports",
+            "inspect:         switchboard ctl -c {} ports",
             plan.control.display()
         );
     }
