@@ -273,12 +273,6 @@ impl SwitchArgs {
     }
 }
 
-impl From<crate::switch::ConfigError> for ConfigError {
-    fn from(e: crate::switch::ConfigError) -> Self {
-        ConfigError(e.0)
-    }
-}
-
 /// Runs the command line; returns the process exit status.
 pub fn main_with(cli: Cli) -> i32 {
     let command = cli.command.unwrap_or(Command::Run(RunArgs {

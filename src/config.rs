@@ -28,7 +28,6 @@
 use crate::switch::SegmentConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -132,17 +131,9 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
 }
 
-/// A configuration problem, said so a person can fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration problem, said so a person can fix it: the same type the
+/// engine uses for values it cannot run with.
+pub use crate::switch::ConfigError;
 
 /// The directory switchboard keeps its sockets in by default:
 /// `$XDG_RUNTIME_DIR/switchboard` for users, `/run/switchboard` for root.

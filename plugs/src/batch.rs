@@ -22,6 +22,18 @@ pub const MAX_FRAME_SLOT: usize = 65535 + 14 + 4 + 47;
 /// for other ports grows.
 pub const BATCH_CAPACITY: usize = 32;
 
+/// The indices `0..BATCH_CAPACITY`, so "send the whole batch" is
+/// `send_batch(&batch, &ALL_FRAMES[..batch.len()])` without building a list.
+pub const ALL_FRAMES: [u16; BATCH_CAPACITY] = {
+    let mut a = [0u16; BATCH_CAPACITY];
+    let mut i = 0;
+    while i < BATCH_CAPACITY {
+        a[i] = i as u16;
+        i += 1;
+    }
+    a
+};
+
 /// A reusable buffer of up to [`BATCH_CAPACITY`] frames.
 pub struct FrameBatch {
     buf: Box<[u8]>,

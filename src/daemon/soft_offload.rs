@@ -6,20 +6,9 @@
 //! other port (VDE sockets, plain taps) gets real wire frames: the
 //! super-frame cut into segments, the checksum filled in.
 
-use switchboard_plugs::batch::BATCH_CAPACITY;
+use switchboard_plugs::batch::ALL_FRAMES;
 use switchboard_plugs::offload::{self, Offload};
 use switchboard_plugs::{FrameBatch, MAX_FRAME_SLOT, Plug, TxReport};
-
-/// Indices 0..BATCH_CAPACITY, to send a whole scratch batch.
-const ALL: [u16; BATCH_CAPACITY] = {
-    let mut a = [0u16; BATCH_CAPACITY];
-    let mut i = 0;
-    while i < BATCH_CAPACITY {
-        a[i] = i as u16;
-        i += 1;
-    }
-    a
-};
 
 /// Buffers for software segmentation, allocated once.
 pub(crate) struct SoftOffload {
@@ -74,7 +63,7 @@ impl SoftOffload {
             let out = &mut self.out;
             offload::segment(frame, off, &mut self.scratch, |seg| {
                 if out.is_full() {
-                    report.absorb(plug.send_batch(out, &ALL[..out.len()]));
+                    report.absorb(plug.send_batch(out, &ALL_FRAMES[..out.len()]));
                     out.clear();
                 }
                 out.push(seg);
@@ -87,7 +76,7 @@ impl SoftOffload {
         match result {
             Ok(()) => {
                 if !self.out.is_empty() {
-                    report.absorb(plug.send_batch(&self.out, &ALL[..self.out.len()]));
+                    report.absorb(plug.send_batch(&self.out, &ALL_FRAMES[..self.out.len()]));
                 }
             }
             Err(e) => {

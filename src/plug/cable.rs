@@ -23,7 +23,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use switchboard_plugs::batch::BATCH_CAPACITY;
+use switchboard_plugs::batch::ALL_FRAMES;
 use switchboard_plugs::dgram_peer::{UdpCable, UnixDgramPeer};
 use switchboard_plugs::framing::Framing;
 use switchboard_plugs::stream::{StreamListener, StreamPort};
@@ -34,17 +34,6 @@ use switchboard_plugs::{FrameBatch, Plug, RecvStatus, TxReport};
 const SIDE_TOKENS: [Token; 2] = [Token(0), Token(1)];
 const SIGNALS: Token = Token(2);
 const LISTENER_TOKENS: [Token; 2] = [Token(3), Token(4)];
-
-/// Indices 0..BATCH_CAPACITY: a whole batch goes to the other side.
-const ALL: [u16; BATCH_CAPACITY] = {
-    let mut a = [0u16; BATCH_CAPACITY];
-    let mut i = 0;
-    while i < BATCH_CAPACITY {
-        a[i] = i as u16;
-        i += 1;
-    }
-    a
-};
 
 /// How a cable runs.
 #[derive(Debug, Clone)]
@@ -186,7 +175,8 @@ pub fn run(a: Endpoint, b: Endpoint, opts: &CableOptions) -> Result<(), CableErr
             from.frames_in += batch.len() as u64;
             if !batch.is_empty() {
                 if let Some(out) = to.plug.as_mut() {
-                    from.tx.absorb(out.send_batch(&batch, &ALL[..batch.len()]));
+                    from.tx
+                        .absorb(out.send_batch(&batch, &ALL_FRAMES[..batch.len()]));
                 } else {
                     from.tx.dropped_error += batch.len();
                 }

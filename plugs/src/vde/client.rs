@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::link::VdeLink;
 use mio::event::Source;
 use mio::net::{UnixDatagram, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -57,9 +58,6 @@ const NAME_ATTEMPTS: usize = 64;
 
 /// Socket buffer size asked for on the data socket, as on the switch side.
 const DATA_SOCKET_BUFFER: usize = 1 << 20;
-
-/// How many reads of stray control bytes one receive call makes.
-const CONTROL_READS_PER_CALL: usize = 4;
 
 /// Numbers our socket names, like libvdeplug's per-process counter, so
 /// several cables from one process never collide.
@@ -181,8 +179,10 @@ impl VdeClient {
         };
         tracing::debug!(switch = %label, data = %data_path.display(), "plugged into a VDE switch");
         Ok(VdeClientPort {
-            control: UnixStream::from_std(control),
-            data: BatchedDgram::new(UnixDatagram::from_std(data)),
+            link: VdeLink {
+                control: UnixStream::from_std(control),
+                data: BatchedDgram::new(UnixDatagram::from_std(data)),
+            },
             switch_dir: dir,
             data_path,
             port_number,
@@ -322,8 +322,7 @@ fn bind_own_socket(dir: &Path) -> io::Result<(std::os::unix::net::UnixDatagram, 
 /// port. Dropping the port closes both, which unplugs it from the switch.
 #[derive(Debug)]
 pub struct VdeClientPort {
-    control: UnixStream,
-    data: BatchedDgram,
+    link: VdeLink,
     switch_dir: PathBuf,
     data_path: PathBuf,
     port_number: Option<u16>,
@@ -347,61 +346,19 @@ impl VdeClientPort {
     pub fn port_number(&self) -> Option<u16> {
         self.port_number
     }
-
-    /// Reads and discards anything on the control stream; reports whether
-    /// the switch hung up, or is still talking and we should come back.
-    fn poll_control(&mut self) -> Option<RecvStatus> {
-        let mut scratch = [0u8; 64];
-        for _ in 0..CONTROL_READS_PER_CALL {
-            match self.control.read(&mut scratch) {
-                Ok(0) => return Some(RecvStatus::Closed),
-                // Switches send nothing after the reply; ignore it.
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Some(RecvStatus::Closed),
-            }
-        }
-        Some(RecvStatus::More)
-    }
 }
 
 impl Plug for VdeClientPort {
-    /// Receives data frames; reads the control stream only when a wake-up
-    /// brought no data (its EOF is the only event it can cause on its own).
-    /// An EOF that arrives together with data is caught by
-    /// [`Plug::check_alive`].
     fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
-        if batch.is_full() {
-            return Ok(RecvStatus::More);
-        }
-        let received = match self.data.recv_into(batch) {
-            Ok(n) => n,
-            // Stale news of the switch's socket going away; the control
-            // stream decides.
-            Err(e)
-                if e.kind() == io::ErrorKind::ConnectionReset
-                    || e.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                0
-            }
-            Err(e) => return Err(e),
-        };
-        if batch.is_full() {
-            return Ok(RecvStatus::More);
-        }
-        if received > 0 {
-            return Ok(RecvStatus::Drained);
-        }
-        Ok(self.poll_control().unwrap_or(RecvStatus::Drained))
+        self.link.recv_batch(batch)
     }
 
     fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
-        self.data.send_from(batch, which)
+        self.link.send_batch(batch, which)
     }
 
     fn check_alive(&mut self) -> bool {
-        !matches!(self.poll_control(), Some(RecvStatus::Closed))
+        self.link.check_alive()
     }
 
     /// `vde://DIR[PORT]`: where this cable is plugged in.
@@ -415,20 +372,13 @@ impl Plug for VdeClientPort {
 }
 
 impl Source for VdeClientPort {
-    /// Registers both sockets under `token`: the data socket with
-    /// `interests`, the control stream for reading (its EOF).
     fn register(
         &mut self,
         registry: &Registry,
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.control.register(registry, token, Interest::READABLE)?;
-        if let Err(e) = self.data.register(registry, token, interests) {
-            let _ = self.control.deregister(registry);
-            return Err(e);
-        }
-        Ok(())
+        self.link.register(registry, token, interests)
     }
 
     fn reregister(
@@ -437,15 +387,11 @@ impl Source for VdeClientPort {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        self.control
-            .reregister(registry, token, Interest::READABLE)?;
-        self.data.reregister(registry, token, interests)
+        self.link.reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        let control = self.control.deregister(registry);
-        let data = self.data.deregister(registry);
-        control.and(data)
+        self.link.deregister(registry)
     }
 }
 

@@ -40,6 +40,7 @@
 pub mod client;
 pub mod dir;
 pub mod handshake;
+mod link;
 pub mod listener;
 pub mod port;
 pub mod request;
