@@ -78,6 +78,68 @@ impl DgramSocket for UdpSocket {
 #[derive(Debug)]
 pub struct BatchedDgram<S: DgramSocket = UnixDatagram> {
     socket: S,
+    backlog: Option<Backlog>,
+}
+
+/// Frames a slow peer's socket refused, kept (in order) until it drains.
+///
+/// A Unix datagram socket accepts only `net.unix.max_dgram_qlen` (10 by
+/// default) datagrams before its reader catches up, so a batch of 32 sent
+/// at once would otherwise lose most of its tail on every burst, although
+/// the reader is only briefly behind. Bounded in frames and bytes; buffers
+/// are recycled, so a congested port allocates only until its pool is warm.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    frames: std::collections::VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Most frames a backlog holds (as `vde_switch`'s optional packet queue).
+pub const BACKLOG_FRAMES: usize = 128;
+/// Most bytes a backlog holds.
+pub const BACKLOG_BYTES: usize = 1 << 20;
+
+impl Backlog {
+    fn new() -> Backlog {
+        Backlog {
+            frames: std::collections::VecDeque::with_capacity(BACKLOG_FRAMES),
+            pool: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Queues a copy of `frame`; false (the frame is dropped) when full.
+    fn push(&mut self, frame: &[u8]) -> bool {
+        if self.frames.len() >= BACKLOG_FRAMES || self.bytes + frame.len() > BACKLOG_BYTES {
+            return false;
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        self.bytes += frame.len();
+        self.frames.push_back(buf);
+        true
+    }
+
+    /// Queues each frame the chunk could not send, counting it as sent (it
+    /// will be) or as dropped when the backlog is full.
+    fn absorb(
+        &mut self,
+        frames: impl Iterator<Item = usize>,
+        batch: &FrameBatch,
+        report: &mut TxReport,
+    ) {
+        for i in frames {
+            let frame = batch.frame(i);
+            if self.push(frame) {
+                report.sent += 1;
+                report.sent_bytes += frame.len();
+            } else {
+                report.dropped_full += 1;
+            }
+        }
+    }
 }
 
 /// How a batch send ended, so the caller knows whether to keep trying.
@@ -133,7 +195,64 @@ impl<S: DgramSocket> BatchedDgram<S> {
     /// socket is non-blocking). The peer address is fixed by `connect`, so
     /// sends carry no address.
     pub fn new(socket: S) -> Self {
-        BatchedDgram { socket }
+        BatchedDgram {
+            socket,
+            backlog: None,
+        }
+    }
+
+    /// Keeps frames the peer's queue refuses (up to [`BACKLOG_FRAMES`] and
+    /// [`BACKLOG_BYTES`]) instead of dropping them at once, and sends them
+    /// first when the socket has room again: on the next send, or from
+    /// [`flush_backlog`](Self::flush_backlog) when the socket reports it is
+    /// writable. Queued frames count as sent.
+    pub fn with_backlog(mut self) -> Self {
+        self.backlog = Some(Backlog::new());
+        self
+    }
+
+    /// Frames waiting in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.as_ref().map_or(0, |b| b.frames.len())
+    }
+
+    /// Sends queued frames until the peer's queue is full again. Returns
+    /// whether the backlog is now empty; frames the peer refuses for good
+    /// (it is gone) are discarded.
+    pub fn flush_backlog(&mut self) -> bool {
+        let Some(b) = self.backlog.as_mut() else {
+            return true;
+        };
+        let fd = self.socket.as_raw_fd();
+        while let Some(frame) = b.frames.front() {
+            let result = self.socket.try_io(|| {
+                // SAFETY: `frame` is a live buffer of `frame.len()` bytes.
+                let rc = unsafe {
+                    libc::send(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match result {
+                Err(e) if is_queue_full(&e) => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Sent, or refused for good: either way it leaves the queue.
+                _ => {
+                    let done = b.frames.pop_front().expect("front exists");
+                    b.bytes -= done.len();
+                    b.pool.push(done);
+                }
+            }
+        }
+        true
     }
 
     /// The wrapped socket, for address queries and socket options.
@@ -189,7 +308,22 @@ impl<S: DgramSocket> BatchedDgram<S> {
         batch: &FrameBatch,
         which: &[u16],
     ) -> (TxReport, Option<io::Error>) {
-        send_mmsg(&self.socket, batch, which, None)
+        if self.backlog.is_some() && !self.flush_backlog() {
+            // Still congested: queue behind what is waiting, keeping order.
+            let mut report = TxReport::default();
+            let b = self.backlog.as_mut().expect("checked");
+            let valid = which
+                .iter()
+                .map(|&i| usize::from(i))
+                .filter(|&i| i < batch.len());
+            b.absorb(valid, batch, &mut report);
+            report.dropped_error += which
+                .iter()
+                .filter(|&&i| usize::from(i) >= batch.len())
+                .count();
+            return (report, None);
+        }
+        send_mmsg(&self.socket, batch, which, None, self.backlog.as_mut())
     }
 }
 
@@ -291,14 +425,26 @@ pub(crate) fn send_mmsg<S: DgramSocket>(
     batch: &FrameBatch,
     which: &[u16],
     dest: Option<Destination<'_>>,
+    mut backlog: Option<&mut Backlog>,
 ) -> (TxReport, Option<io::Error>) {
     let mut report = TxReport::default();
     let mut chunks = which.chunks(BATCH_CAPACITY);
     for chunk in chunks.by_ref() {
-        match send_chunk(socket, batch, chunk, dest, &mut report) {
+        match send_chunk(
+            socket,
+            batch,
+            chunk,
+            dest,
+            &mut report,
+            backlog.as_deref_mut(),
+        ) {
             SendEnd::Complete => {}
             SendEnd::Full => {
-                report.dropped_full += chunks.map(<[u16]>::len).sum::<usize>();
+                let rest = chunks.flatten().map(|&i| usize::from(i));
+                match backlog {
+                    Some(b) => b.absorb(rest.filter(|&i| i < batch.len()), batch, &mut report),
+                    None => report.dropped_full += rest.count(),
+                }
                 break;
             }
             SendEnd::Failed(e) => {
@@ -318,17 +464,21 @@ fn send_chunk<S: DgramSocket>(
     chunk: &[u16],
     dest: Option<Destination<'_>>,
     report: &mut TxReport,
+    mut backlog: Option<&mut Backlog>,
 ) -> SendEnd {
     // SAFETY: all-zero `iovec`/`mmsghdr` values are valid (see recv_mmsg).
     let mut iovs: [libc::iovec; BATCH_CAPACITY] = unsafe { mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH_CAPACITY] = unsafe { mem::zeroed() };
     let mut count = 0;
+    // Batch index of each message, to queue exactly the refused ones.
+    let mut indices = [0usize; BATCH_CAPACITY];
     for &index in chunk.iter().take(BATCH_CAPACITY) {
         let index = usize::from(index);
         if index >= batch.len() {
             report.dropped_error += 1;
             continue;
         }
+        indices[count] = index;
         let frame = batch.frame(index);
         // sendmmsg only reads through the pointer; the cast to *mut is
         // what the C struct demands.
@@ -349,6 +499,18 @@ fn send_chunk<S: DgramSocket>(
     let fd = socket.as_raw_fd();
     let mut start = 0;
     let mut retried = false;
+    // The peer's queue is full from message `start` on: queue or drop the
+    // rest.
+    let mut full = |start: usize, report: &mut TxReport| match backlog.as_deref_mut() {
+        Some(b) => {
+            b.absorb(indices[start..count].iter().copied(), batch, report);
+            SendEnd::Full
+        }
+        None => {
+            report.dropped_full += count - start;
+            SendEnd::Full
+        }
+    };
     while start < count {
         let pending = &mut hdrs[start..count];
         let result = socket.try_io(|| {
@@ -379,18 +541,14 @@ fn send_chunk<S: DgramSocket>(
                 start += sent;
                 if start < count {
                     // The kernel stopped early: the next frame would have
-                    // failed. One retry, then drop.
+                    // failed. One retry, then queue or drop.
                     if retried {
-                        report.dropped_full += count - start;
-                        return SendEnd::Full;
+                        return full(start, report);
                     }
                     retried = true;
                 }
             }
-            Ok(_) => {
-                report.dropped_full += count - start;
-                return SendEnd::Full;
-            }
+            Ok(_) => return full(start, report),
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                 // Only this frame is at fault; carry on with the rest.
                 report.dropped_error += 1;
@@ -399,15 +557,10 @@ fn send_chunk<S: DgramSocket>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted && !retried => {
                 retried = true;
             }
+            Err(e) if is_queue_full(&e) => return full(start, report),
             Err(e) => {
-                let dropped = count - start;
-                return if is_queue_full(&e) {
-                    report.dropped_full += dropped;
-                    SendEnd::Full
-                } else {
-                    report.dropped_error += dropped;
-                    SendEnd::Failed(e)
-                };
+                report.dropped_error += count - start;
+                return SendEnd::Failed(e);
             }
         }
     }
@@ -607,5 +760,77 @@ mod tests {
         assert_eq!(b.recv_into(&mut inb).unwrap(), BATCH_CAPACITY);
         inb.clear();
         assert_eq!(b.recv_into(&mut inb).unwrap(), 3);
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::*;
+    use crate::batch::ALL_FRAMES;
+
+    fn frame(seq: u32, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len];
+        f[..4].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
+    /// A reader that is briefly behind loses nothing: what its full queue
+    /// refused arrives later, in order.
+    #[test]
+    fn refused_frames_arrive_later_in_order() {
+        let (a, b) = BatchedDgram::pair().unwrap();
+        let mut a = a.with_backlog();
+        let mut b = b;
+        let mut sent = 0u32;
+        let mut report = TxReport::default();
+        // Send until the peer's queue first refuses (bounded), so the
+        // backlog holds something but has not overflowed.
+        for _ in 0..200 {
+            let mut batch = FrameBatch::new();
+            for _ in 0..BATCH_CAPACITY {
+                batch.push(&frame(sent, 1400));
+                sent += 1;
+            }
+            report.absorb(a.send_from(&batch, &ALL_FRAMES));
+            if a.backlog_len() > 0 {
+                break;
+            }
+        }
+        assert!(a.backlog_len() > 0, "the peer never refused a frame");
+        assert_eq!(report.sent, sent as usize);
+        assert_eq!(report.dropped_full, 0);
+        // the reader catches up, the writer flushes, until all arrived
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            let mut rx = FrameBatch::new();
+            b.recv_into(&mut rx).unwrap();
+            got.extend(
+                (0..rx.len()).map(|i| u32::from_be_bytes(rx.frame(i)[..4].try_into().unwrap())),
+            );
+            a.flush_backlog();
+            if got.len() == sent as usize {
+                break;
+            }
+        }
+        assert_eq!(got, (0..sent).collect::<Vec<u32>>());
+        assert_eq!(a.backlog_len(), 0);
+    }
+
+    /// The backlog is bounded: past it, frames are dropped and counted.
+    #[test]
+    fn backlog_overflow_is_counted() {
+        let (a, _b) = BatchedDgram::pair().unwrap();
+        let mut a = a.with_backlog();
+        let mut report = TxReport::default();
+        for _ in 0..20 {
+            let mut batch = FrameBatch::new();
+            for i in 0..BATCH_CAPACITY {
+                batch.push(&frame(i as u32, 100));
+            }
+            report.absorb(a.send_from(&batch, &ALL_FRAMES));
+        }
+        assert_eq!(report.sent + report.dropped_full, 640);
+        assert!(report.dropped_full > 0);
+        assert_eq!(a.backlog_len(), BACKLOG_FRAMES);
     }
 }

@@ -597,7 +597,7 @@ impl DgramHub {
             addr: &p.addr,
             len: p.addr_len,
         };
-        let (report, error) = dgram::send_mmsg(&self.socket, batch, which, Some(dest));
+        let (report, error) = dgram::send_mmsg(&self.socket, batch, which, Some(dest), None);
         if let Some(e) = error
             && matches!(
                 e.raw_os_error(),

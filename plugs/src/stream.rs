@@ -1,6 +1,8 @@
 //! Frames over stream sockets: QEMU `-netdev stream`, passt, libkrun,
 //! socket_vmnet (4-byte prefix) and `vde_plug`/`dpipe`/ssh cables (2-byte
-//! prefix), over Unix or TCP sockets.
+//! prefix), over Unix or TCP sockets, or over a pair of byte pipes (our
+//! stdin/stdout, or a child process's stdout/stdin: see
+//! [`StreamPort::from_pipes`]).
 //!
 //! [`StreamPort`] is the plug: one connected stream, one switch port. It
 //! reads into a fixed buffer and decodes with a [`FrameDecoder`]; it writes
@@ -17,13 +19,14 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
@@ -66,32 +69,45 @@ impl Default for StreamOptions {
     }
 }
 
-/// The connected socket under a [`StreamPort`]: Unix or TCP. An enum rather
-/// than a type parameter so the daemon can keep all stream ports in one
-/// collection.
+/// The connected socket under a [`StreamPort`]: Unix, TCP, or a pair of
+/// pipes. An enum rather than a type parameter so the daemon can keep all
+/// stream ports in one collection.
 #[derive(Debug)]
 pub enum StreamSocket {
     /// A Unix stream socket (QEMU `addr.type=unix`, passt, socket_vmnet).
     Unix(UnixStream),
     /// A TCP connection (QEMU `addr.type=inet`, libvirt `server`/`client`).
     Tcp(TcpStream),
+    /// Two one-way byte channels, read from `rx` and written to `tx`, both
+    /// non-blocking: our stdin/stdout (`vde_plug` style, under `dpipe` or
+    /// ssh), or a child's stdout/stdin. Usually pipes, but any descriptor
+    /// `read`/`writev` work on will do (a socket or a tty on stdin). Both
+    /// register under one token. Made by [`StreamPort::from_pipes`].
+    Pipe {
+        /// The descriptor frames are read from.
+        rx: OwnedFd,
+        /// The descriptor frames are written to.
+        tx: OwnedFd,
+    },
 }
 
 impl StreamSocket {
-    /// Runs one raw I/O call under mio's `try_io`.
-    fn try_io<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        match self {
-            StreamSocket::Unix(s) => s.try_io(f),
-            StreamSocket::Tcp(s) => s.try_io(f),
-        }
-    }
-
     /// Shuts both directions down, so the peer sees the end at once even if
-    /// the port lingers in the daemon for a moment.
+    /// the port lingers in the daemon for a moment. For pipes only the
+    /// final close (dropping the port) ends them; if they are sockets after
+    /// all (stdin/stdout under inetd or a socketpair), they are shut down.
     fn shutdown(&self) {
         let _ = match self {
             StreamSocket::Unix(s) => s.shutdown(Shutdown::Both),
             StreamSocket::Tcp(s) => s.shutdown(Shutdown::Both),
+            StreamSocket::Pipe { rx, tx } => {
+                for fd in [rx, tx] {
+                    // SAFETY: shutdown(2) on a descriptor we own; ENOTSOCK
+                    // for a pipe is expected and ignored.
+                    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                }
+                Ok(())
+            }
         };
     }
 
@@ -100,27 +116,44 @@ impl StreamSocket {
         match self {
             StreamSocket::Unix(s) => s.read(buf),
             StreamSocket::Tcp(s) => s.read(buf),
+            StreamSocket::Pipe { rx, .. } => {
+                // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+                let rc = unsafe { libc::read(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(rc as usize)
+                }
+            }
         }
     }
 
-    /// A non-blocking vectored send that never raises `SIGPIPE`.
+    /// A non-blocking vectored send that never raises `SIGPIPE`: `sendmsg`
+    /// with `MSG_NOSIGNAL` on sockets, `writev` on pipes (Rust programs
+    /// ignore `SIGPIPE`, so a vanished reader is an `EPIPE` error).
     fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = self.as_raw_fd();
-        self.try_io(|| {
-            // SAFETY: all-zero is a valid `msghdr`.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix;
-            // sendmsg only reads through the pointer.
-            msg.msg_iov = iov.as_ptr().cast_mut().cast();
-            msg.msg_iovlen = iov.len() as _;
-            // SAFETY: `msg` points at `iov`, which outlives the call.
-            let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(rc as usize)
-            }
-        })
+        match self {
+            StreamSocket::Unix(s) => s.try_io(|| sendmsg_nosignal(s.as_raw_fd(), iov)),
+            StreamSocket::Tcp(s) => s.try_io(|| sendmsg_nosignal(s.as_raw_fd(), iov)),
+            StreamSocket::Pipe { tx, .. } => writev(tx.as_raw_fd(), iov),
+        }
+    }
+
+    /// For pipes: whether the reader of `tx` has gone (`POLLERR` on a pipe's
+    /// write end), found without blocking and without writing. Sockets
+    /// report their end through reads and writes alone.
+    fn tx_reader_gone(&self) -> bool {
+        let StreamSocket::Pipe { tx, .. } = self else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: tx.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & libc::POLLERR != 0
     }
 }
 
@@ -136,20 +169,24 @@ impl From<TcpStream> for StreamSocket {
     }
 }
 
+/// The socket's descriptor; for [`StreamSocket::Pipe`], the receive side.
 impl AsRawFd for StreamSocket {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             StreamSocket::Unix(s) => s.as_raw_fd(),
             StreamSocket::Tcp(s) => s.as_raw_fd(),
+            StreamSocket::Pipe { rx, .. } => rx.as_raw_fd(),
         }
     }
 }
 
+/// The socket's descriptor; for [`StreamSocket::Pipe`], the receive side.
 impl AsFd for StreamSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             StreamSocket::Unix(s) => s.as_fd(),
             StreamSocket::Tcp(s) => s.as_fd(),
+            StreamSocket::Pipe { rx, .. } => rx.as_fd(),
         }
     }
 }
@@ -164,6 +201,18 @@ impl Source for StreamSocket {
         match self {
             StreamSocket::Unix(s) => s.register(registry, token, interests),
             StreamSocket::Tcp(s) => s.register(registry, token, interests),
+            StreamSocket::Pipe { rx, tx } => {
+                // Both under the one token, with the same interests: a
+                // pipe's read end never reports writable nor its write end
+                // readable, and if they are one socket twice, either event
+                // is handled the same way.
+                SourceFd(&rx.as_raw_fd()).register(registry, token, interests)?;
+                if let Err(e) = SourceFd(&tx.as_raw_fd()).register(registry, token, interests) {
+                    let _ = SourceFd(&rx.as_raw_fd()).deregister(registry);
+                    return Err(e);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -176,6 +225,10 @@ impl Source for StreamSocket {
         match self {
             StreamSocket::Unix(s) => s.reregister(registry, token, interests),
             StreamSocket::Tcp(s) => s.reregister(registry, token, interests),
+            StreamSocket::Pipe { rx, tx } => {
+                SourceFd(&rx.as_raw_fd()).reregister(registry, token, interests)?;
+                SourceFd(&tx.as_raw_fd()).reregister(registry, token, interests)
+            }
         }
     }
 
@@ -183,6 +236,12 @@ impl Source for StreamSocket {
         match self {
             StreamSocket::Unix(s) => s.deregister(registry),
             StreamSocket::Tcp(s) => s.deregister(registry),
+            StreamSocket::Pipe { rx, tx } => {
+                // Both, even if the first fails.
+                let first = SourceFd(&rx.as_raw_fd()).deregister(registry);
+                let second = SourceFd(&tx.as_raw_fd()).deregister(registry);
+                first.and(second)
+            }
         }
     }
 }
@@ -366,6 +425,48 @@ impl StreamPort {
         ))
     }
 
+    /// A port over two byte pipes, `vde_plug`-style: frames are read from
+    /// `rx` and written to `tx` (our stdin and stdout, or a child process's
+    /// stdout and stdin). Both are made non-blocking here, which affects
+    /// every holder of the same open file: a terminal or a pipe shared with
+    /// another process sees it too. EOF on `rx` closes the port
+    /// ([`CloseReason::Eof`]), and so does a vanished reader of `tx`
+    /// (`EPIPE`: [`CloseReason::WriteFailed`]).
+    ///
+    /// `Framing::Vde` is what `vde_plug`, `dpipe` and ssh cables speak.
+    pub fn from_pipes(
+        rx: OwnedFd,
+        tx: OwnedFd,
+        framing: Framing,
+        description: impl Into<String>,
+    ) -> io::Result<StreamPort> {
+        StreamPort::from_pipes_with_options(
+            rx,
+            tx,
+            framing,
+            description,
+            StreamOptions::default(),
+        )
+    }
+
+    /// Like [`from_pipes`](Self::from_pipes), with explicit sizes.
+    pub fn from_pipes_with_options(
+        rx: OwnedFd,
+        tx: OwnedFd,
+        framing: Framing,
+        description: impl Into<String>,
+        options: StreamOptions,
+    ) -> io::Result<StreamPort> {
+        set_nonblocking(&rx)?;
+        set_nonblocking(&tx)?;
+        Ok(StreamPort::with_options(
+            StreamSocket::Pipe { rx, tx },
+            framing,
+            description,
+            options,
+        ))
+    }
+
     /// The framing spoken on this connection.
     pub fn framing(&self) -> Framing {
         self.framing
@@ -539,6 +640,55 @@ impl StreamPort {
     }
 }
 
+/// `sendmsg(fd, iov, MSG_DONTWAIT | MSG_NOSIGNAL)`.
+fn sendmsg_nosignal(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid `msghdr`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; sendmsg
+    // only reads through the pointer.
+    msg.msg_iov = iov.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: `msg` points at `iov`, which outlives the call.
+    let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// `writev(fd, iov)`, for pipes (non-blocking by their file flag).
+fn writev(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    // Callers pass at most 2 * BATCH_CAPACITY slices, far below IOV_MAX.
+    let count = libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; writev only
+    // reads through the pointer, and the slices outlive the call.
+    let rc = unsafe { libc::writev(fd, iov.as_ptr().cast(), count) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl(2) F_GETFL/F_SETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// True for read errors that mean the connection is gone.
 fn is_disconnect(e: &io::Error) -> bool {
     matches!(
@@ -637,8 +787,13 @@ impl Plug for StreamPort {
         self.flush()
     }
 
-    /// False once the connection has failed in any direction.
+    /// False once the connection has failed in any direction. For pipes,
+    /// also false (and the port closed) once nobody reads `tx` any more,
+    /// even before a write fails.
     fn check_alive(&mut self) -> bool {
+        if self.closed.is_none() && self.socket.tx_reader_gone() {
+            self.close(CloseReason::WriteFailed(io::ErrorKind::BrokenPipe));
+        }
         self.closed.is_none()
     }
 
@@ -1394,7 +1549,7 @@ mod tests {
         };
         match port.socket() {
             StreamSocket::Tcp(s) => assert!(s.nodelay().unwrap(), "TCP_NODELAY"),
-            StreamSocket::Unix(_) => panic!("a TCP listener made a Unix port"),
+            other => panic!("a TCP listener made {other:?}"),
         }
         assert!(port.description().contains("tcp:127.0.0.1:"));
 
@@ -1418,7 +1573,7 @@ mod tests {
         let client = StreamPort::connect_tcp(addr, Framing::Qemu, Duration::from_secs(5)).unwrap();
         match client.socket() {
             StreamSocket::Tcp(s) => assert!(s.nodelay().unwrap()),
-            StreamSocket::Unix(_) => unreachable!(),
+            other => panic!("connect_tcp made {other:?}"),
         }
     }
 

@@ -181,7 +181,7 @@ impl VdeClient {
         Ok(VdeClientPort {
             link: VdeLink {
                 control: UnixStream::from_std(control),
-                data: BatchedDgram::new(UnixDatagram::from_std(data)),
+                data: BatchedDgram::new(UnixDatagram::from_std(data)).with_backlog(),
             },
             switch_dir: dir,
             data_path,
@@ -359,6 +359,11 @@ impl Plug for VdeClientPort {
 
     fn check_alive(&mut self) -> bool {
         self.link.check_alive()
+    }
+
+    fn on_writable(&mut self) -> io::Result<()> {
+        self.link.on_writable();
+        Ok(())
     }
 
     /// `vde://DIR[PORT]`: where this cable is plugged in.

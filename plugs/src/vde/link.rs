@@ -82,6 +82,12 @@ impl VdeLink {
         self.data.send_from(batch, which)
     }
 
+    /// Sends what the peer's full queue held back (see
+    /// [`BatchedDgram::with_backlog`]).
+    pub(crate) fn on_writable(&mut self) {
+        self.data.flush_backlog();
+    }
+
     /// False once the control stream has ended.
     pub(crate) fn check_alive(&mut self) -> bool {
         !matches!(self.poll_control(), Some(RecvStatus::Closed))

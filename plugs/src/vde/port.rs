@@ -44,7 +44,10 @@ impl VdePort {
         client_uid: Option<u32>,
     ) -> VdePort {
         VdePort {
-            link: VdeLink { control, data },
+            link: VdeLink {
+                control,
+                data: data.with_backlog(),
+            },
             port_number,
             requested: request.port,
             client_path: request.client_path.clone(),
@@ -93,6 +96,11 @@ impl Plug for VdePort {
 
     fn check_alive(&mut self) -> bool {
         self.link.check_alive()
+    }
+
+    fn on_writable(&mut self) -> io::Result<()> {
+        self.link.on_writable();
+        Ok(())
     }
 
     fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
