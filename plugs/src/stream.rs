@@ -440,13 +440,7 @@ impl StreamPort {
         framing: Framing,
         description: impl Into<String>,
     ) -> io::Result<StreamPort> {
-        StreamPort::from_pipes_with_options(
-            rx,
-            tx,
-            framing,
-            description,
-            StreamOptions::default(),
-        )
+        StreamPort::from_pipes_with_options(rx, tx, framing, description, StreamOptions::default())
     }
 
     /// Like [`from_pipes`](Self::from_pipes), with explicit sizes.
@@ -1607,5 +1601,506 @@ mod tests {
         assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
         assert_eq!(batch.frame(0), &frame(1, 64)[..]);
         poll.registry().deregister(&mut port).unwrap();
+    }
+
+    /// [`StreamPort::from_pipes`]: the `vde_plug` stdin/stdout cable.
+    mod pipes {
+        use super::*;
+        use std::fs::File;
+        use std::io::Write;
+        use std::process::{Child, Command, Stdio};
+
+        use crate::vde::VdeClient;
+
+        /// A pipe, as (read end, write end), both blocking.
+        fn pipe() -> (OwnedFd, OwnedFd) {
+            nix::unistd::pipe().unwrap()
+        }
+
+        fn is_nonblocking(fd: &OwnedFd) -> bool {
+            // SAFETY: F_GETFL on a descriptor we own.
+            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            assert!(flags >= 0);
+            flags & libc::O_NONBLOCK != 0
+        }
+
+        /// A port on two pipes, and the test's ends of them: `raw_w` feeds
+        /// the port, `raw_r` reads what it sends. Both raw ends are
+        /// non-blocking, so a test that goes wrong fails instead of
+        /// hanging.
+        fn port_and_pipes(framing: Framing, options: StreamOptions) -> (StreamPort, File, File) {
+            let (port_rx, raw_w) = pipe();
+            let (raw_r, port_tx) = pipe();
+            assert!(!is_nonblocking(&port_rx) && !is_nonblocking(&port_tx));
+            let port =
+                StreamPort::from_pipes_with_options(port_rx, port_tx, framing, "pipes", options)
+                    .unwrap();
+            set_nonblocking(&raw_w).unwrap();
+            set_nonblocking(&raw_r).unwrap();
+            (port, File::from(raw_w), File::from(raw_r))
+        }
+
+        /// Two ports joined by two pipes, as `dpipe` joins two `vde_plug`s.
+        fn pipe_port_pair(framing: Framing, options: StreamOptions) -> (StreamPort, StreamPort) {
+            let (a_rx, b_tx) = pipe();
+            let (b_rx, a_tx) = pipe();
+            (
+                StreamPort::from_pipes_with_options(a_rx, a_tx, framing, "a", options).unwrap(),
+                StreamPort::from_pipes_with_options(b_rx, b_tx, framing, "b", options).unwrap(),
+            )
+        }
+
+        /// Writes the next piece of `bytes[*pos..]` to `w` without blocking,
+        /// at most `chunk` bytes, and advances `pos`.
+        fn pump(w: &mut File, bytes: &[u8], pos: &mut usize, chunk: usize) {
+            if *pos >= bytes.len() {
+                return;
+            }
+            let end = bytes.len().min(*pos + chunk);
+            match w.write(&bytes[*pos..end]) {
+                Ok(n) => *pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("writing to the port's pipe: {e}"),
+            }
+        }
+
+        /// Reads exactly `len` bytes from the non-blocking `r`, calling
+        /// `between` (to flush the sender) while it waits. Bounded by
+        /// [`WAIT`].
+        fn read_bytes(r: &mut File, len: usize, mut between: impl FnMut()) -> Vec<u8> {
+            let deadline = Instant::now() + WAIT;
+            let mut got = vec![0u8; len];
+            let mut have = 0;
+            while have < len {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {have} of {len} bytes within {WAIT:?}"
+                );
+                between();
+                match r.read(&mut got[have..]) {
+                    Ok(0) => panic!("EOF after {have} of {len} bytes"),
+                    Ok(n) => have += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("reading the port's output: {e}"),
+                }
+            }
+            got
+        }
+
+        const SIZES: [usize; 7] = [1, 14, 60, 1514, 9000, 65535, 64];
+
+        fn sized_frames() -> Vec<Vec<u8>> {
+            SIZES
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| frame(i, l))
+                .collect()
+        }
+
+        /// What goes on the wire for `frames`, byte for byte.
+        fn wire(framing: Framing, frames: &[Vec<u8>]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for f in frames {
+                framing.encode_into(f, &mut out).unwrap();
+            }
+            out
+        }
+
+        #[test]
+        fn from_pipes_sets_nonblocking_and_reads_nothing_without_data() {
+            let (mut port, _raw_w, _raw_r) = port_and_pipes(Framing::Vde, StreamOptions::default());
+            match port.socket() {
+                StreamSocket::Pipe { rx, tx } => {
+                    assert!(is_nonblocking(rx) && is_nonblocking(tx));
+                }
+                other => panic!("from_pipes made {other:?}"),
+            }
+            let mut batch = FrameBatch::new();
+            assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+            assert!(batch.is_empty());
+            assert!(port.check_alive());
+            assert_eq!(port.kind(), "stream");
+            assert_eq!(port.description(), "pipes");
+            assert_eq!(port.framing(), Framing::Vde);
+        }
+
+        /// Frames out of the port arrive on the pipe exactly as the framing
+        /// says, even frames bigger than the pipe; bytes written into the
+        /// pipe in odd pieces (single bytes, split prefixes, many frames in
+        /// one write) come out as the same frames.
+        #[test]
+        fn pipes_carry_frames_byte_exact_with_partial_reads_in_both_framings() {
+            for framing in [Framing::Qemu, Framing::Vde] {
+                let (mut port, mut raw_w, mut raw_r) =
+                    port_and_pipes(framing, StreamOptions::default());
+                let frames = sized_frames();
+                let want = wire(framing, &frames);
+
+                // Port -> pipe. 65535 + prefix does not fit a 64 KiB pipe:
+                // part of it waits in the ring for on_writable.
+                let mut out = FrameBatch::new();
+                for f in &frames {
+                    out.push(f);
+                }
+                let which: Vec<u16> = (0..frames.len() as u16).collect();
+                let report = port.send_batch(&out, &which);
+                assert_eq!(report.sent, frames.len(), "{framing}");
+                assert_eq!(report.dropped_full + report.dropped_error, 0);
+                let got = read_bytes(&mut raw_r, want.len(), || port.on_writable().unwrap());
+                assert!(got == want, "{framing}: bytes on the pipe differ");
+                assert_eq!(port.pending_output(), 0);
+
+                // Pipe -> port, in pieces of varying size.
+                let pieces = [1usize, 1, 1, 2, 3, 1000, 5, 65536, 7, 4096];
+                let mut pos = 0;
+                let mut k = 0;
+                let (got, status) = recv_frames(&mut port, frames.len(), || {
+                    pump(&mut raw_w, &want, &mut pos, pieces[k % pieces.len()]);
+                    k += 1;
+                });
+                assert_ne!(status, RecvStatus::Closed, "{framing}");
+                assert_eq!(got, frames, "{framing}: frames from the pipe");
+                assert_eq!(pos, want.len());
+            }
+        }
+
+        /// Two ports on a pair of pipes, as `dpipe` joins two plugs.
+        #[test]
+        fn frames_round_trip_between_pipe_ports() {
+            for framing in [Framing::Qemu, Framing::Vde] {
+                let (mut a, mut b) = pipe_port_pair(framing, StreamOptions::default());
+                let frames = sized_frames();
+                let mut out = FrameBatch::new();
+                for f in &frames {
+                    out.push(f);
+                }
+                let which: Vec<u16> = (0..frames.len() as u16).collect();
+                assert_eq!(a.send_batch(&out, &which).sent, frames.len());
+                let (got, _) = recv_frames(&mut b, frames.len(), || a.on_writable().unwrap());
+                assert_eq!(got, frames, "{framing}: a -> b");
+                assert_eq!(b.send_batch(&out, &[5, 3, 0]).sent, 3);
+                let (got, _) = recv_frames(&mut a, 3, || b.on_writable().unwrap());
+                assert_eq!(
+                    got,
+                    vec![frames[5].clone(), frames[3].clone(), frames[0].clone()],
+                    "{framing}: b -> a"
+                );
+            }
+        }
+
+        /// A reader that does not read: the pipe fills, then the ring, then
+        /// whole frames are dropped and counted. Once it reads, every
+        /// accepted frame arrives whole and in order, and the stream is
+        /// still in step.
+        #[test]
+        fn slow_pipe_reader_drops_whole_frames_and_stays_in_sync() {
+            for framing in [Framing::Qemu, Framing::Vde] {
+                let options = StreamOptions {
+                    max_frame: DEFAULT_MAX_FRAME,
+                    output_buffer: 256 * 1024,
+                };
+                let (mut a, mut b) = pipe_port_pair(framing, options);
+                let sizes = [100usize, 1514, 9000, 60001, 77, 33333, 65535];
+                let mut offered = 0usize;
+                let mut total = TxReport::default();
+                let mut out = FrameBatch::new();
+                let mut rounds = 0;
+                while total.dropped_full == 0 {
+                    rounds += 1;
+                    assert!(rounds < 1000, "{framing}: the pipe never filled up");
+                    out.clear();
+                    for k in 0..8 {
+                        let seed = offered + k;
+                        out.push(&frame(seed, sizes[seed % sizes.len()]));
+                    }
+                    let report = a.send_batch(&out, &[0, 1, 2, 3, 4, 5, 6, 7]);
+                    assert_eq!(report.sent + report.dropped_full, 8);
+                    assert_eq!(report.dropped_error, 0);
+                    total.absorb(report);
+                    offered += 8;
+                }
+                assert!(a.pending_output() > 0 && a.pending_output() <= 256 * 1024);
+
+                let (got, status) = recv_frames(&mut b, total.sent, || a.on_writable().unwrap());
+                assert_ne!(status, RecvStatus::Closed);
+                assert_eq!(got.len(), total.sent, "{framing}");
+                let mut last = None;
+                let mut bytes = 0;
+                for f in &got {
+                    let seed = seed_of(f);
+                    assert!(last.is_none_or(|l| seed > l), "{framing}: order");
+                    assert_eq!(
+                        f,
+                        &frame(seed, sizes[seed % sizes.len()]),
+                        "{framing}: frame {seed}"
+                    );
+                    last = Some(seed);
+                    bytes += f.len();
+                }
+                assert_eq!(bytes, total.sent_bytes);
+                assert_eq!(got.len() + total.dropped_full, offered);
+                assert_eq!(a.pending_output(), 0);
+                out.clear();
+                out.push(&frame(999_999, 1514));
+                assert_eq!(a.send_batch(&out, &[0]).sent, 1);
+                let (got, _) = recv_frames(&mut b, 1, || {});
+                assert_eq!(got, vec![frame(999_999, 1514)]);
+            }
+        }
+
+        /// EOF on the read side delivers what was whole, then closes; a
+        /// vanished reader of the write side closes the port, found by
+        /// check_alive before any write, or by the write (`EPIPE`, no
+        /// SIGPIPE).
+        #[test]
+        fn eof_and_broken_pipe_close_the_port() {
+            let (mut port, mut raw_w, _raw_r) =
+                port_and_pipes(Framing::Vde, StreamOptions::default());
+            let mut bytes = wire(Framing::Vde, &[frame(1, 300), frame(2, 300)]);
+            bytes.truncate(bytes.len() - 10);
+            raw_w.write_all(&bytes).unwrap();
+            drop(raw_w);
+            let (got, status) = recv_frames(&mut port, 3, || {});
+            assert_eq!(got, vec![frame(1, 300)]);
+            assert_eq!(status, RecvStatus::Closed);
+            assert_eq!(port.close_reason(), Some(&CloseReason::Eof));
+            assert!(!port.check_alive());
+            let mut out = FrameBatch::new();
+            out.push(&frame(3, 60));
+            assert_eq!(port.send_batch(&out, &[0]).dropped_error, 1);
+
+            // Reader gone, noticed without writing.
+            let (mut port, _raw_w, raw_r) = port_and_pipes(Framing::Qemu, StreamOptions::default());
+            assert!(port.check_alive());
+            drop(raw_r);
+            assert!(!port.check_alive());
+            assert_eq!(
+                port.close_reason(),
+                Some(&CloseReason::WriteFailed(io::ErrorKind::BrokenPipe))
+            );
+            let mut batch = FrameBatch::new();
+            assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Closed);
+
+            // Reader gone, noticed by the write.
+            let (mut port, _raw_w, raw_r) = port_and_pipes(Framing::Qemu, StreamOptions::default());
+            drop(raw_r);
+            let report = port.send_batch(&out, &[0, 0]);
+            assert_eq!(report.sent, 0);
+            assert_eq!(report.dropped_error, 2);
+            assert_eq!(
+                port.close_reason(),
+                Some(&CloseReason::WriteFailed(io::ErrorKind::BrokenPipe))
+            );
+        }
+
+        /// Both descriptors register under the port's one token: data on
+        /// the read side wakes it readable, room on the write side wakes it
+        /// writable.
+        #[test]
+        fn both_pipes_register_under_one_token() {
+            use mio::{Events, Poll};
+            let (mut port, mut raw_w, mut raw_r) =
+                port_and_pipes(Framing::Vde, StreamOptions::default());
+            let mut poll = Poll::new().unwrap();
+            poll.registry()
+                .register(&mut port, Token(7), Interest::READABLE | Interest::WRITABLE)
+                .unwrap();
+            let mut events = Events::with_capacity(8);
+            let mut wait_for = |what: &str, pred: &dyn Fn(&mio::event::Event) -> bool| {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    poll.poll(&mut events, Some(Duration::from_millis(100)))
+                        .unwrap();
+                    if events.iter().any(|e| {
+                        assert_eq!(e.token(), Token(7));
+                        pred(e)
+                    }) {
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "no {what} event");
+                }
+            };
+
+            raw_w
+                .write_all(&wire(Framing::Vde, &[frame(1, 64)]))
+                .unwrap();
+            wait_for("readable", &|e| e.is_readable());
+            let mut batch = FrameBatch::new();
+            assert_eq!(port.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+            assert_eq!(batch.frame(0), &frame(1, 64)[..]);
+
+            // Fill the pipe so output waits in the ring; draining the pipe
+            // makes the write side writable.
+            let mut out = FrameBatch::new();
+            out.push(&frame(2, 65535));
+            out.push(&frame(3, 65535));
+            assert_eq!(port.send_batch(&out, &[0, 1]).sent, 2);
+            assert!(port.pending_output() > 0);
+            let mut sink = vec![0u8; 2 * (2 + 65535)];
+            let mut have = 0;
+            let deadline = Instant::now() + WAIT;
+            while port.pending_output() > 0 || have < sink.len() {
+                assert!(Instant::now() < deadline, "the ring never drained");
+                match raw_r.read(&mut sink[have..]) {
+                    Ok(n) => have += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                if port.pending_output() > 0 {
+                    wait_for("writable", &|e| e.is_writable());
+                    port.on_writable().unwrap();
+                }
+            }
+            assert!(sink == wire(Framing::Vde, &[frame(2, 65535), frame(3, 65535)]));
+            poll.registry().deregister(&mut port).unwrap();
+        }
+
+        /// An Ethernet frame from `src` to `dst`, payload from `seed`.
+        fn eth(dst: [u8; 6], src: [u8; 6], seed: u8, len: usize) -> Vec<u8> {
+            let mut f = Vec::with_capacity(len);
+            f.extend_from_slice(&dst);
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&[0x88, 0xb5]);
+            f.extend((0..len - 14).map(|i| seed.wrapping_mul(29).wrapping_add(i as u8)));
+            f
+        }
+
+        /// Kills and reaps a child on drop.
+        struct Reap(Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+
+        /// Debian's real `vde_plug DIR` on our pipes, plugged into a real
+        /// `vde_switch` beside one of our own VDE clients: frames cross
+        /// both ways byte-exact, and when `vde_plug` exits our port sees
+        /// the EOF.
+        #[test]
+        fn real_vde_plug_on_pipes_through_a_real_vde_switch() {
+            for bin in ["/usr/bin/vde_plug", "/usr/bin/vde_switch"] {
+                if !Path::new(bin).exists() {
+                    eprintln!(
+                        "skipping real_vde_plug_on_pipes_through_a_real_vde_switch: {bin} is not installed"
+                    );
+                    return;
+                }
+            }
+            const BROADCAST: [u8; 6] = [0xff; 6];
+            const MAC_PIPE: [u8; 6] = [0x02, 0, 0, 0, 0x0f, 0x01];
+            const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0x0f, 0x02];
+            let tmp = tempdir();
+            let dir = tmp.path().join("sw");
+            // Without -d it reads its console on stdin and exits on EOF:
+            // stdin stays piped and held until the test ends.
+            let _switch = Reap(
+                Command::new("/usr/bin/vde_switch")
+                    .arg("-s")
+                    .arg(&dir)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let deadline = Instant::now() + WAIT;
+            let mut client = loop {
+                match VdeClient::connect(&dir, None, "switchboard pipe test") {
+                    Ok(port) => break port,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "vde_switch never came up: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            };
+
+            let mut plug = Reap(
+                Command::new("/usr/bin/vde_plug")
+                    .arg(&dir)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let tx: OwnedFd = plug.0.stdin.take().unwrap().into();
+            let rx: OwnedFd = plug.0.stdout.take().unwrap().into();
+            let mut port = StreamPort::from_pipes(rx, tx, Framing::Vde, "vde_plug").unwrap();
+
+            // Pipe -> switch: a broadcast (vde_plug reads its stdin once
+            // plugged in, so nothing is lost before) reaches our client.
+            let hello = eth(BROADCAST, MAC_PIPE, 1, 100);
+            let mut out = FrameBatch::new();
+            out.push(&hello);
+            assert_eq!(port.send_batch(&out, &[0]).sent, 1);
+            let got = recv_any(&mut client, 1, || port.on_writable().unwrap());
+            assert_eq!(got, vec![hello]);
+
+            // Switch -> pipe: the reply to the learned MAC, then a burst of
+            // sizes up to a full-size frame.
+            let mut burst = FrameBatch::new();
+            burst.push(&eth(MAC_PIPE, MAC_CLIENT, 2, 1514));
+            for i in 0..20u8 {
+                burst.push(&eth(MAC_PIPE, MAC_CLIENT, 10 + i, 60 + usize::from(i) * 70));
+            }
+            let which: Vec<u16> = (0..burst.len() as u16).collect();
+            assert_eq!(client.send_batch(&burst, &which).sent, burst.len());
+            let (got, status) = recv_frames(&mut port, burst.len(), || {});
+            assert_ne!(status, RecvStatus::Closed);
+            assert_eq!(got.len(), burst.len());
+            for (i, f) in got.iter().enumerate() {
+                assert_eq!(f.as_slice(), burst.frame(i), "frame {i} from the switch");
+            }
+
+            // And a burst the other way, in order.
+            let mut burst = FrameBatch::new();
+            for i in 0..20u8 {
+                burst.push(&eth(
+                    MAC_CLIENT,
+                    MAC_PIPE,
+                    40 + i,
+                    1500 - usize::from(i) * 60,
+                ));
+            }
+            assert_eq!(port.send_batch(&burst, &which[..20]).sent, 20);
+            let got = recv_any(&mut client, 20, || port.on_writable().unwrap());
+            for (i, f) in got.iter().enumerate() {
+                assert_eq!(f.as_slice(), burst.frame(i), "frame {i} to the switch");
+            }
+
+            // vde_plug goes away: EOF on its stdout closes our port.
+            let _ = plug.0.kill();
+            let _ = plug.0.wait();
+            let (_, status) = recv_frames(&mut port, usize::MAX, || {});
+            assert_eq!(status, RecvStatus::Closed);
+            assert!(!port.check_alive());
+        }
+
+        /// Receives `want` frames on any plug, bounded by [`WAIT`].
+        fn recv_any(plug: &mut impl Plug, want: usize, mut between: impl FnMut()) -> Vec<Vec<u8>> {
+            let deadline = Instant::now() + WAIT;
+            let mut batch = FrameBatch::new();
+            let mut got = Vec::new();
+            while got.len() < want {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {want} frames within {WAIT:?}",
+                    got.len()
+                );
+                between();
+                batch.clear();
+                let status = plug.recv_batch(&mut batch).unwrap();
+                assert_ne!(status, RecvStatus::Closed, "the plug went away");
+                got.extend((0..batch.len()).map(|i| batch.frame(i).to_vec()));
+                if got.len() < want {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            got
+        }
     }
 }

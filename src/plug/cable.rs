@@ -328,10 +328,8 @@ fn open_side(
             Box::new(UdpCable::connect(*local, *remote).map_err(err)?)
         }
         Endpoint::Stdio => {
-            let (_rx, _tx) = stdio_fds(opts, child).map_err(err)?;
-            return Err(CableError::Open(
-                "stdio cables: pending StreamPort::from_pipes".into(),
-            ));
+            let (rx, tx) = stdio_fds(opts, child).map_err(err)?;
+            Box::new(StreamPort::from_pipes(rx, tx, Framing::Vde, side.label.clone()).map_err(err)?)
         }
     };
     poll.registry()

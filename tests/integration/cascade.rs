@@ -132,3 +132,71 @@ fn plug_reconnects_when_asked() {
     );
     assert!(on_switchboard(), "the switchboard side was lost");
 }
+
+/// A vde_switch (`v1`) and a switchboard (`v2`), each with a namespace on
+/// it, joined by the cable `cable(v1, v2)` returns; the namespaces must
+/// ping each other through it.
+fn ping_across_cable(tag: &str, subnet: u8, cable: impl FnOnce(&str, &str) -> Command) {
+    let dir = TestDir::new(tag);
+    let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+    let (a, b) = (Netns::new(), Netns::new());
+    let _vde = vde_switch(&v1, dir.join("vde_switch.log"));
+    let mut sw = Switchboard::start(None, &v2, &[], &[], dir.join("switchboard.log"));
+    let mut cable = Proc::spawn(
+        "cable",
+        cable(v1.to_str().unwrap(), v2.to_str().unwrap()),
+        dir.join("cable.log"),
+    );
+    let (ta, tb) = (tap_name('e'), tap_name('f'));
+    let _pa = plug2tap(&a, &v1, &ta, dir.join("p2t-a.log"));
+    let _pb = plug2tap(&b, &v2, &tb, dir.join("p2t-b.log"));
+    let hosts = Hosts::new(&a, &b, subnet);
+    hosts.address(&ta, &tb);
+    hosts.assert_ping(3);
+    assert!(cable.running(), "the cable died: {}", cable.log());
+    assert!(sw.running(), "switchboard died:\n{}", sw.log());
+}
+
+/// Debian's dpipe joins Debian's vde_plug (stdin/stdout, 2-byte framing) to
+/// `switchboard plug ... -`.
+#[test]
+fn dpipe_joins_vde_plug_and_switchboard_plug() {
+    skip_unless!(
+        Need::Netns,
+        Need::Tool("vde_switch"),
+        Need::Tool("vde_plug"),
+        Need::Tool("dpipe"),
+        Need::Tool("vde_plug2tap"),
+        Need::Tool("ping")
+    );
+    ping_across_cable("dpipe", 7, |v1, v2| {
+        let mut c = Command::new("dpipe");
+        c.args([
+            "vde_plug",
+            v1,
+            "=",
+            BIN,
+            "plug",
+            &format!("vde://{v2}"),
+            "-",
+        ]);
+        c
+    });
+}
+
+/// switchboard's own `= COMMAND` form runs Debian's vde_plug at the far end.
+#[test]
+fn plug_pipe_form_drives_vde_plug() {
+    skip_unless!(
+        Need::Netns,
+        Need::Tool("vde_switch"),
+        Need::Tool("vde_plug"),
+        Need::Tool("vde_plug2tap"),
+        Need::Tool("ping")
+    );
+    ping_across_cable("pipeform", 8, |v1, v2| {
+        let mut c = Command::new(BIN);
+        c.args(["plug", &format!("vde://{v2}"), "-", "=", "vde_plug", v1]);
+        c
+    });
+}

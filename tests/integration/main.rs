@@ -12,6 +12,7 @@ mod traffic;
 
 mod cascade;
 mod dgram_hub;
+mod fuzz_sockets;
 mod handshake;
 mod offload;
 mod own_taps;
