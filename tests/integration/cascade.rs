@@ -200,3 +200,88 @@ fn plug_pipe_form_drives_vde_plug() {
         c
     });
 }
+
+/// A free UDP port on 127.0.0.1 (bound, then released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// Two switchboards joined over UDP by two cables (`vde://` <-> `udp://`),
+/// as vdeplug4's udp:// chains switches across hosts.
+#[test]
+fn udp_cables_join_two_switchboards() {
+    skip_unless!(Need::Netns, Need::Tool("vde_plug2tap"), Need::Tool("ping"));
+    let dir = TestDir::new("udpcable");
+    let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+    let (a, b) = (Netns::new(), Netns::new());
+    let sw1 = Switchboard::start(None, &v1, &[], &[], dir.join("sw1.log"));
+    let sw2 = Switchboard::start(None, &v2, &[], &[], dir.join("sw2.log"));
+    let (p1, p2) = (free_udp_port(), free_udp_port());
+    let mut c1 = plug(
+        &[
+            &format!("vde://{}", v1.display()),
+            &format!("udp://127.0.0.1:{p1}->127.0.0.1:{p2}"),
+        ],
+        dir.join("cable1.log"),
+    );
+    let mut c2 = plug(
+        &[
+            &format!("vde://{}", v2.display()),
+            &format!("udp://127.0.0.1:{p2}->127.0.0.1:{p1}"),
+        ],
+        dir.join("cable2.log"),
+    );
+    let (ta, tb) = (tap_name('g'), tap_name('h'));
+    let _pa = plug2tap(&a, &v1, &ta, dir.join("p2t-a.log"));
+    let _pb = plug2tap(&b, &v2, &tb, dir.join("p2t-b.log"));
+    let hosts = Hosts::new(&a, &b, 9);
+    hosts.address(&ta, &tb);
+    hosts.assert_ping(3);
+    assert!(
+        c1.running() && c2.running(),
+        "a cable died: {}\n{}",
+        c1.log(),
+        c2.log()
+    );
+    for sw in [&sw1, &sw2] {
+        assert!(
+            sw.ports()
+                .iter()
+                .any(|p| p["description"].as_str() == Some("switchboard plug")
+                    && p["rx_frames"].as_u64().unwrap_or(0) > 0),
+            "no cable port with traffic"
+        );
+    }
+}
+
+/// `switchboard plug vde://DIR tap://NAME`, like vde_plug2tap, run inside
+/// a namespace: the tap it creates there reaches a host on the switch.
+#[test]
+fn plug_puts_a_tap_on_a_switch() {
+    skip_unless!(Need::Netns, Need::Tool("vde_plug2tap"), Need::Tool("ping"));
+    let dir = TestDir::new("plugtap");
+    let v1 = dir.join("v1");
+    let (a, b) = (Netns::new(), Netns::new());
+    let _sw = Switchboard::start(None, &v1, &[], &[], dir.join("sw.log"));
+    let (ta, tb) = (tap_name('i'), tap_name('j'));
+    let _pa = plug2tap(&a, &v1, &ta, dir.join("p2t-a.log"));
+    let url = format!("vde://{}", v1.display());
+    let tap_url = format!("tap://{tb}");
+    let mut cable = Proc::spawn(
+        "switchboard plug",
+        b.command(&[BIN, "plug", &url, &tap_url]),
+        dir.join("plug.log"),
+    );
+    assert!(
+        wait_until(secs(5), || b.has_link(&tb)),
+        "the plug did not create {tb}: {}",
+        cable.log()
+    );
+    let hosts = Hosts::new(&a, &b, 10);
+    hosts.address(&ta, &tb);
+    hosts.assert_ping(3);
+    assert!(cable.running(), "the plug died: {}", cable.log());
+}
