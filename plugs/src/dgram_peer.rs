@@ -26,9 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mio::event::Source;
 use mio::net::{UdpSocket, UnixDatagram};
-use mio::{Interest, Registry, Token};
 use nix::sys::socket::{SockType, sockopt};
 
 use crate::batch::{BATCH_CAPACITY, MAX_FRAME_SLOT};
@@ -165,29 +163,7 @@ impl Plug for UdpCable {
     }
 }
 
-impl Source for UdpCable {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.data.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.data.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.data.deregister(registry)
-    }
-}
+crate::delegate_source!(UdpCable, data);
 
 /// Binds a non-blocking Unix datagram socket at `path`, replacing a stale
 /// socket file and refusing a live one or a non-socket.
@@ -357,29 +333,7 @@ impl Plug for UnixDgramPeer {
     }
 }
 
-impl Source for UnixDgramPeer {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.data.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.data.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.data.deregister(registry)
-    }
-}
+crate::delegate_source!(UnixDgramPeer, data);
 
 /// One peer of a [`DgramHub`]. Ids are not reused while the daemon may
 /// still hold them: a slot freed by a departed peer gets a new generation,
@@ -740,29 +694,7 @@ fn sun_path(addr: &libc::sockaddr_un, len: libc::socklen_t) -> Option<&[u8]> {
     if end == 0 { None } else { Some(&raw[..end]) }
 }
 
-impl Source for DgramHub {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.socket.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.socket.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.socket.deregister(registry)
-    }
-}
+crate::delegate_source!(DgramHub, socket);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,38 @@
 //! Listening endpoints that create plugs (the VDE2 `ctl` socket) live beside
 //! the plugs they create, in their own module, and are not plugs themselves.
 
+/// Implements [`mio::event::Source`] for a type by handing all three calls
+/// to one of its fields: most plugs and listeners own exactly one
+/// registrable socket.
+#[macro_export]
+macro_rules! delegate_source {
+    ($ty:ty, $($field:ident).+) => {
+        impl ::mio::event::Source for $ty {
+            fn register(
+                &mut self,
+                registry: &::mio::Registry,
+                token: ::mio::Token,
+                interests: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
+                self.$($field).+.register(registry, token, interests)
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &::mio::Registry,
+                token: ::mio::Token,
+                interests: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
+                self.$($field).+.reregister(registry, token, interests)
+            }
+
+            fn deregister(&mut self, registry: &::mio::Registry) -> ::std::io::Result<()> {
+                self.$($field).+.deregister(registry)
+            }
+        }
+    };
+}
+
 pub mod batch;
 pub mod dgram;
 pub mod dgram_peer;

@@ -800,29 +800,7 @@ impl Plug for StreamPort {
     }
 }
 
-impl Source for StreamPort {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.socket.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.socket.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.socket.deregister(registry)
-    }
-}
+crate::delegate_source!(StreamPort, socket);
 
 /// The listening socket under a [`StreamListener`].
 #[derive(Debug)]

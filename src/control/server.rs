@@ -3,7 +3,6 @@
 
 use super::request::{BadRequest, MAX_REQUEST_LEN, Request};
 use mio::net::{UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -151,17 +150,7 @@ impl Drop for ControlListener {
     }
 }
 
-impl mio::event::Source for ControlListener {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.listener.register(r, t, i)
-    }
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.listener.reregister(r, t, i)
-    }
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        self.listener.deregister(r)
-    }
-}
+switchboard_plugs::delegate_source!(ControlListener, listener);
 
 /// One control client: reads a request line, writes a reply, closes.
 pub struct ControlConn {
@@ -282,17 +271,7 @@ impl ControlConn {
     }
 }
 
-impl mio::event::Source for ControlConn {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.stream.register(r, t, i)
-    }
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.stream.reregister(r, t, i)
-    }
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        self.stream.deregister(r)
-    }
-}
+switchboard_plugs::delegate_source!(ControlConn, stream);
 
 #[cfg(test)]
 mod tests {

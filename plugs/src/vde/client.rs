@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::link::VdeLink;
-use mio::event::Source;
 use mio::net::{UnixDatagram, UnixStream};
-use mio::{Interest, Registry, Token};
 use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::socket::sockopt;
 use nix::sys::stat::{FchmodatFlags, Mode};
@@ -376,29 +374,7 @@ impl Plug for VdeClientPort {
     }
 }
 
-impl Source for VdeClientPort {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.link.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.link.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.link.deregister(registry)
-    }
-}
+crate::delegate_source!(VdeClientPort, link);
 
 #[cfg(test)]
 mod tests {

@@ -6,9 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mio::event::Source;
 use mio::net::{UnixDatagram, UnixStream};
-use mio::{Interest, Registry, Token};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::sys::stat::SFlag;
 use nix::unistd::AccessFlags;
@@ -267,29 +265,7 @@ impl PendingHandshake {
     }
 }
 
-impl Source for PendingHandshake {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.stream.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.stream.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.stream.deregister(registry)
-    }
-}
+crate::delegate_source!(PendingHandshake, stream);
 
 /// Checks that `path` is a socket (not a symlink) owned by the connecting
 /// user (unless that user is root) and that we may read and write it.

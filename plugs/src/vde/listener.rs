@@ -3,9 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mio::event::Source;
 use mio::net::UnixListener;
-use mio::{Interest, Registry, Token};
 
 use super::dir::{CTL_NAME, SwitchDir};
 use super::handshake::PendingHandshake;
@@ -62,26 +60,4 @@ impl VdeListener {
     }
 }
 
-impl Source for VdeListener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.listener.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.listener.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.listener.deregister(registry)
-    }
-}
+crate::delegate_source!(VdeListener, listener);

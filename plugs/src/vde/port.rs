@@ -3,9 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mio::event::Source;
 use mio::net::UnixStream;
-use mio::{Interest, Registry, Token};
 
 use super::link::VdeLink;
 use super::request::{PortRequest, VdeRequest};
@@ -116,29 +114,7 @@ impl Plug for VdePort {
     }
 }
 
-impl Source for VdePort {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.link.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.link.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.link.deregister(registry)
-    }
-}
+crate::delegate_source!(VdePort, link);
 
 impl Drop for VdePort {
     fn drop(&mut self) {
