@@ -53,19 +53,19 @@ impl ControlListener {
     /// a dead process is replaced; one a live process answers on is not.
     pub fn bind(path: &Path) -> Result<ControlListener, ControlBindError> {
         let io_err = |e| ControlBindError::Io(path.to_path_buf(), e);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                let mode = if nix::unistd::geteuid().is_root() {
-                    0o755
-                } else {
-                    0o700
-                };
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(mode)
-                    .create(parent)
-                    .map_err(io_err)?;
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            let mode = if nix::unistd::geteuid().is_root() {
+                0o755
+            } else {
+                0o700
+            };
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(parent)
+                .map_err(io_err)?;
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             check_private_dir(parent).map_err(io_err)?;

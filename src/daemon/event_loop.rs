@@ -129,7 +129,7 @@ impl Daemon {
             }
             for tap in &seg.taps {
                 let opts = TapOptions {
-                    mtu: (seg.config.mtu != 1500).then(|| seg.config.mtu as u16),
+                    mtu: (seg.config.mtu != 1500).then_some(seg.config.mtu as u16),
                     offload: seg.tap_offload,
                 };
                 let plug =
@@ -434,10 +434,8 @@ impl Daemon {
         };
         match ep {
             Endpoint::Port { plug, queued, .. } => {
-                if writable {
-                    if let Err(e) = plug.on_writable() {
-                        tracing::warn!(error = %e, "port write failed");
-                    }
+                if writable && let Err(e) = plug.on_writable() {
+                    tracing::warn!(error = %e, "port write failed");
                 }
                 if readable && !*queued {
                     *queued = true;

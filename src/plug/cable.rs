@@ -130,10 +130,10 @@ pub fn run(a: Endpoint, b: Endpoint, opts: &CableOptions) -> Result<(), CableErr
                 SIGNALS => stop = signals.pending().next().is_some(),
                 t if SIDE_TOKENS.contains(&t) => {
                     let i = t.0;
-                    if ev.is_writable() {
-                        if let Some(p) = sides[i].plug.as_mut() {
-                            let _ = p.on_writable();
-                        }
+                    if ev.is_writable()
+                        && let Some(p) = sides[i].plug.as_mut()
+                    {
+                        let _ = p.on_writable();
                     }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         ready[i] = true;
