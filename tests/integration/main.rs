@@ -18,4 +18,5 @@ mod offload;
 mod own_taps;
 mod qemu_guest;
 mod stale_dir;
+mod stream_ports;
 mod vde_peers;
