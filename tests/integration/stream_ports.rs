@@ -125,3 +125,100 @@ fn stream_clients_exchange_frames_and_reconnect() {
     let mut c = unix(&path);
     exchange(c.as_mut(), b.as_mut(), 9);
 }
+
+/// `switchboard plug` as the server side of QEMU's socket netdevs: a
+/// client connecting to `stream:///P?listen` (QEMU `server=off`) or to
+/// `tcp://ADDR?listen`, and a QEMU-style dgram peer behind
+/// `dgram:///R?local=L`, each reach a client on the switch's own stream
+/// socket, and a listening plug takes the next client when one leaves.
+#[test]
+fn plug_serves_qemu_socket_clients() {
+    use crate::netns::Proc;
+    use crate::switchboard::BIN;
+    use std::os::unix::net::UnixDatagram;
+    use std::process::Command;
+
+    let dir = TestDir::new("plugqemu");
+    let sock = dir.join("sw");
+    let sw_stream = dir.join("sw.stream");
+    let _sw = Switchboard::start(
+        None,
+        &sock,
+        &["--stream", sw_stream.to_str().unwrap()],
+        &[],
+        dir.join("switchboard.log"),
+    );
+    let vde = format!("vde://{}", sock.display());
+    let cable = |args: &[&str], log: &str| {
+        let mut c = Command::new(BIN);
+        c.arg("plug").args(args);
+        Proc::spawn("switchboard plug", c, dir.join(log))
+    };
+    let mut b = unix(&sw_stream);
+
+    // stream:///P?listen, and its next client after the first leaves
+    let p = dir.join("vm.sock");
+    let mut c1 = cable(
+        &[&vde, &format!("stream://{}?listen", p.display())],
+        "c1.log",
+    );
+    assert!(
+        wait_until(secs(5), || p.exists()),
+        "no listening socket: {}",
+        c1.log()
+    );
+    let mut a = unix(&p);
+    exchange(a.as_mut(), b.as_mut(), 11);
+    drop(a);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut a = unix(&p);
+    exchange(a.as_mut(), b.as_mut(), 13);
+    drop(a);
+    assert!(c1.running(), "the listening plug exited: {}", c1.log());
+    drop(c1);
+
+    // tcp://ADDR?listen
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c2 = cable(&[&vde, &format!("tcp://{addr}?listen")], "c2.log");
+    assert!(
+        wait_until(secs(5), || TcpStream::connect(addr).is_ok()),
+        "tcp listener: {}",
+        c2.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut a = tcp(addr);
+    exchange(a.as_mut(), b.as_mut(), 17);
+    drop(a);
+    drop(c2);
+
+    // dgram:///R?local=L, with the test as the QEMU dgram peer bound at R
+    let r = dir.join("vm.dgram");
+    let l = dir.join("plug.dgram");
+    let vm = UnixDatagram::bind(&r).unwrap();
+    vm.set_read_timeout(Some(secs(5))).unwrap();
+    let c3 = cable(
+        &[
+            &vde,
+            &format!("dgram://{}?local={}", r.display(), l.display()),
+        ],
+        "c3.log",
+    );
+    assert!(
+        wait_until(secs(5), || l.exists()),
+        "no local socket: {}",
+        c3.log()
+    );
+    vm.connect(&l).unwrap();
+    let hello = frame([0xff; 6], MAC_A, 19, 60);
+    vm.send(&hello).unwrap();
+    assert_eq!(recv(b.as_mut()), hello, "broadcast from the dgram peer");
+    let reply = frame(MAC_A, MAC_B, 20, 1514);
+    send(b.as_mut(), &reply);
+    let mut buf = vec![0u8; 2048];
+    let n = vm.recv(&mut buf).expect("a reply to the dgram peer");
+    assert_eq!(&buf[..n], &reply[..], "unicast to the dgram peer");
+}
