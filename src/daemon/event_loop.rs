@@ -62,6 +62,47 @@ impl From<ControlBindError> for DaemonError {
     }
 }
 
+/// Gives a segment's QEMU socket the mode and group its VDE directory's
+/// sockets get (`-m`, `--dirmode`, `-g`), so a VM run by another user (say
+/// libvirt's `libvirt-qemu`) can attach the way it could to the VDE socket.
+/// Without those options the socket keeps the umask's mode (only its owner
+/// may connect). Symlinks are not followed.
+fn apply_socket_permissions(
+    path: &std::path::Path,
+    perms: Option<&crate::config::Permissions>,
+) -> Result<(), DaemonError> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
+    let Some(p) = perms.filter(|p| p.mode.is_some() || p.dirmode.is_some() || p.group.is_some())
+    else {
+        return Ok(());
+    };
+    let fail = |what: &str, e: nix::Error| {
+        DaemonError::Setup(format!("{}: cannot {what}: {e}", path.display()))
+    };
+    if p.mode.is_some() || p.dirmode.is_some() {
+        let opts = switchboard_plugs::vde::DirOptions {
+            mode: p.mode,
+            dirmode: p.dirmode,
+            group: p.group,
+        };
+        let mode = Mode::from_bits_truncate(opts.socket_mode());
+        fchmodat(AT_FDCWD, path, mode, FchmodatFlags::NoFollowSymlink)
+            .map_err(|e| fail("set its mode", e))?;
+    }
+    if let Some(gid) = p.group {
+        nix::unistd::fchownat(
+            AT_FDCWD,
+            path,
+            None,
+            Some(nix::unistd::Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| fail("set its group", e))?;
+    }
+    Ok(())
+}
+
 /// How often stalled handshakes are looked for.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -113,10 +154,12 @@ impl Daemon {
                 open_vde_dir(&mut d, id, vde)?;
             }
             let max_frame = seg.config.max_frame_len();
+            let perms = seg.vde.as_ref().map(|v| &v.perms);
             if let Some(path) = &seg.stream {
                 let listener = StreamListener::bind_unix(path, Framing::Qemu).map_err(|e| {
                     DaemonError::Setup(format!("stream socket {}: {e}", path.display()))
                 })?;
+                apply_socket_permissions(path, perms)?;
                 d.add_stream_listener(id, listener, max_frame)?;
             }
             if let Some(addr) = seg.stream_tcp {
@@ -126,6 +169,7 @@ impl Daemon {
             }
             if let Some(path) = &seg.dgram {
                 open_dgram_hub(&mut d, id, path, seg.config.max_ports)?;
+                apply_socket_permissions(path, perms)?;
             }
             for tap in &seg.taps {
                 let opts = TapOptions {

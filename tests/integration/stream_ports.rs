@@ -222,3 +222,41 @@ fn plug_serves_qemu_socket_clients() {
     let n = vm.recv(&mut buf).expect("a reply to the dgram peer");
     assert_eq!(&buf[..n], &reply[..], "unicast to the dgram peer");
 }
+
+/// `-m` and `-g` give the QEMU sockets the same mode and group as the VDE
+/// sockets, so a VM run by another user can attach either way.
+#[test]
+fn vde_permissions_apply_to_qemu_sockets() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TestDir::new("perms");
+    let sock = dir.join("sw");
+    let stream = dir.join("vm.stream");
+    let dgram = dir.join("vm.dgram");
+    let gid = nix::unistd::getgid().as_raw().to_string();
+    let _sw = Switchboard::start(
+        None,
+        &sock,
+        &[
+            "-m",
+            "0660",
+            "-g",
+            &gid,
+            "--stream",
+            stream.to_str().unwrap(),
+            "--dgram",
+            dgram.to_str().unwrap(),
+        ],
+        &[],
+        dir.join("switchboard.log"),
+    );
+    for path in [sock.join("ctl"), stream, dgram] {
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o660,
+            "mode of {}",
+            path.display()
+        );
+        assert_eq!(m.gid().to_string(), gid, "group of {}", path.display());
+    }
+}
