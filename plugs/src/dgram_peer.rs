@@ -699,6 +699,7 @@ crate::delegate_source!(DgramHub, socket);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::recv_frames;
     use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 
     use crate::vde::dir::tests::dead_socket;
@@ -721,27 +722,6 @@ mod tests {
         let s = with_umask_lock(|| StdUnixDatagram::bind(path)).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
         s
-    }
-
-    /// Receives on a plug until `want` frames arrived, bounded by [`WAIT`].
-    fn recv_frames(plug: &mut impl Plug, want: usize) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + WAIT;
-        let mut batch = FrameBatch::new();
-        let mut got = Vec::new();
-        while got.len() < want {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {want} frames",
-                got.len()
-            );
-            batch.clear();
-            plug.recv_batch(&mut batch).unwrap();
-            got.extend((0..batch.len()).map(|i| batch.frame(i).to_vec()));
-            if got.len() < want {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        got
     }
 
     /// Receives on the hub until `want` frames arrived; returns each with

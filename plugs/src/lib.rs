@@ -50,6 +50,8 @@ pub mod framing;
 pub mod offload;
 pub mod stream;
 pub mod tap;
+#[cfg(test)]
+mod test_util;
 pub mod vde;
 
 pub use batch::{FrameBatch, MAX_FRAME_SLOT};

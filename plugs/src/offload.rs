@@ -597,6 +597,23 @@ mod tests {
         };
     }
 
+    /// Wraps a frame built by etherparse, noting where its L3 and L4 headers
+    /// start, and gives an IPv4 header the test's identification.
+    fn built(mut frame: Vec<u8>, v6: bool, vlan: bool) -> Built {
+        let l3 = if vlan { 18 } else { 14 };
+        let l4 = l3 + if v6 { 40 } else { 20 };
+        if !v6 {
+            frame[l3 + 4..l3 + 6].copy_from_slice(&IPV4_ID.to_be_bytes());
+        }
+        Built {
+            frame,
+            off: Offload::default(),
+            l3,
+            l4,
+            v6,
+        }
+    }
+
     /// A TCP super-frame with FIN|PSH|CWR|ECE|ACK and timestamp options (a
     /// 32-byte TCP header, as Linux sends), NEEDS_CSUM, ready to segment.
     fn tcp_super(v6: bool, vlan: bool, payload: &[u8], gso_size: u16) -> Built {
@@ -615,18 +632,7 @@ mod tests {
             .unwrap();
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
         builder.write(&mut frame, payload).unwrap();
-        let l3 = if vlan { 18 } else { 14 };
-        let l4 = l3 + if v6 { 40 } else { 20 };
-        if !v6 {
-            frame[l3 + 4..l3 + 6].copy_from_slice(&IPV4_ID.to_be_bytes());
-        }
-        let mut b = Built {
-            frame,
-            off: Offload::default(),
-            l3,
-            l4,
-            v6,
-        };
+        let mut b = built(frame, v6, vlan);
         let gso = if v6 {
             Offload::GSO_TCPV6
         } else {
@@ -641,18 +647,7 @@ mod tests {
         let builder = ip_step(v6, vlan).udp(5000, 6000);
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
         builder.write(&mut frame, payload).unwrap();
-        let l3 = if vlan { 18 } else { 14 };
-        let l4 = l3 + if v6 { 40 } else { 20 };
-        if !v6 {
-            frame[l3 + 4..l3 + 6].copy_from_slice(&IPV4_ID.to_be_bytes());
-        }
-        let mut b = Built {
-            frame,
-            off: Offload::default(),
-            l3,
-            l4,
-            v6,
-        };
+        let mut b = built(frame, v6, vlan);
         set_partial_csum(&mut b, IPPROTO_UDP, Offload::GSO_UDP_L4, gso_size);
         b
     }

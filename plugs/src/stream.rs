@@ -1292,64 +1292,81 @@ mod tests {
     #[test]
     fn slow_reader_gets_whole_frames_and_drops_are_counted() {
         for framing in [Framing::Qemu, Framing::Vde] {
-            let options = StreamOptions {
-                max_frame: DEFAULT_MAX_FRAME,
-                output_buffer: 256 * 1024,
-            };
-            let (mut a, mut b) = port_pair(framing, options);
+            let (a, b) = port_pair(framing, SLOW_READER_OPTIONS);
             // Sizes chosen so frames straddle both socket writes and the
             // ring's wrap point.
-            let sizes = [100usize, 1514, 9000, 60001, 77, 33333];
-            let mut offered = 0usize;
-            let mut total = TxReport::default();
-            let mut out = FrameBatch::new();
-            let mut rounds = 0;
-            while total.dropped_full == 0 {
-                rounds += 1;
-                assert!(rounds < 1000, "{framing}: the peer never filled up");
-                out.clear();
-                for k in 0..8 {
-                    let seed = offered + k;
-                    out.push(&frame(seed, sizes[seed % sizes.len()]));
-                }
-                let report = a.send_batch(&out, &[0, 1, 2, 3, 4, 5, 6, 7]);
-                assert_eq!(report.sent + report.dropped_full, 8);
-                assert_eq!(report.dropped_error, 0);
-                // Record which seeds went, to check the receiver exactly.
-                total.absorb(report);
-                offered += 8;
-            }
-            assert!(a.pending_output() > 0);
-            assert!(a.pending_output() <= 256 * 1024);
-
-            let (got, status) = recv_frames(&mut b, total.sent, || {
-                a.on_writable().unwrap();
-            });
-            assert_ne!(status, RecvStatus::Closed);
-            assert_eq!(got.len(), total.sent, "{framing}");
-            let mut last = None;
-            let mut bytes = 0;
-            for f in &got {
-                let seed = seed_of(f);
-                assert!(last.is_none_or(|l| seed > l), "{framing}: order");
-                assert_eq!(
-                    f,
-                    &frame(seed, sizes[seed % sizes.len()]),
-                    "{framing}: frame {seed}"
-                );
-                last = Some(seed);
-                bytes += f.len();
-            }
-            assert_eq!(bytes, total.sent_bytes);
-            assert_eq!(got.len() + total.dropped_full, offered);
-            assert_eq!(a.pending_output(), 0);
-            // The stream is still in step: a new frame goes through.
-            out.clear();
-            out.push(&frame(999_999, 1514));
-            assert_eq!(a.send_batch(&out, &[0]).sent, 1);
-            let (got, _) = recv_frames(&mut b, 1, || {});
-            assert_eq!(got, vec![frame(999_999, 1514)]);
+            assert_slow_reader_keeps_whole_frames(
+                a,
+                b,
+                framing,
+                &[100, 1514, 9000, 60001, 77, 33333],
+            );
         }
+    }
+
+    /// Options for the slow-reader tests: a small ring, so it fills fast.
+    const SLOW_READER_OPTIONS: StreamOptions = StreamOptions {
+        max_frame: DEFAULT_MAX_FRAME,
+        output_buffer: 256 * 1024,
+    };
+
+    /// Sends to `a` while `b` does not read until whole frames are dropped,
+    /// then has `b` catch up: every accepted frame must arrive whole and in
+    /// order, the counts must add up, and the stream must still be in step.
+    fn assert_slow_reader_keeps_whole_frames(
+        mut a: StreamPort,
+        mut b: StreamPort,
+        framing: Framing,
+        sizes: &[usize],
+    ) {
+        let mut offered = 0usize;
+        let mut total = TxReport::default();
+        let mut out = FrameBatch::new();
+        let mut rounds = 0;
+        while total.dropped_full == 0 {
+            rounds += 1;
+            assert!(rounds < 1000, "{framing}: the peer never filled up");
+            out.clear();
+            for k in 0..8 {
+                let seed = offered + k;
+                out.push(&frame(seed, sizes[seed % sizes.len()]));
+            }
+            let report = a.send_batch(&out, &[0, 1, 2, 3, 4, 5, 6, 7]);
+            assert_eq!(report.sent + report.dropped_full, 8);
+            assert_eq!(report.dropped_error, 0);
+            total.absorb(report);
+            offered += 8;
+        }
+        assert!(a.pending_output() > 0);
+        assert!(a.pending_output() <= SLOW_READER_OPTIONS.output_buffer);
+
+        let (got, status) = recv_frames(&mut b, total.sent, || {
+            a.on_writable().unwrap();
+        });
+        assert_ne!(status, RecvStatus::Closed);
+        assert_eq!(got.len(), total.sent, "{framing}");
+        let mut last = None;
+        let mut bytes = 0;
+        for f in &got {
+            let seed = seed_of(f);
+            assert!(last.is_none_or(|l| seed > l), "{framing}: order");
+            assert_eq!(
+                f,
+                &frame(seed, sizes[seed % sizes.len()]),
+                "{framing}: frame {seed}"
+            );
+            last = Some(seed);
+            bytes += f.len();
+        }
+        assert_eq!(bytes, total.sent_bytes);
+        assert_eq!(got.len() + total.dropped_full, offered);
+        assert_eq!(a.pending_output(), 0);
+        // The stream is still in step: a new frame goes through.
+        out.clear();
+        out.push(&frame(999_999, 1514));
+        assert_eq!(a.send_batch(&out, &[0]).sent, 1);
+        let (got, _) = recv_frames(&mut b, 1, || {});
+        assert_eq!(got, vec![frame(999_999, 1514)]);
     }
 
     #[test]
@@ -1775,56 +1792,9 @@ mod tests {
         #[test]
         fn slow_pipe_reader_drops_whole_frames_and_stays_in_sync() {
             for framing in [Framing::Qemu, Framing::Vde] {
-                let options = StreamOptions {
-                    max_frame: DEFAULT_MAX_FRAME,
-                    output_buffer: 256 * 1024,
-                };
-                let (mut a, mut b) = pipe_port_pair(framing, options);
-                let sizes = [100usize, 1514, 9000, 60001, 77, 33333, 65535];
-                let mut offered = 0usize;
-                let mut total = TxReport::default();
-                let mut out = FrameBatch::new();
-                let mut rounds = 0;
-                while total.dropped_full == 0 {
-                    rounds += 1;
-                    assert!(rounds < 1000, "{framing}: the pipe never filled up");
-                    out.clear();
-                    for k in 0..8 {
-                        let seed = offered + k;
-                        out.push(&frame(seed, sizes[seed % sizes.len()]));
-                    }
-                    let report = a.send_batch(&out, &[0, 1, 2, 3, 4, 5, 6, 7]);
-                    assert_eq!(report.sent + report.dropped_full, 8);
-                    assert_eq!(report.dropped_error, 0);
-                    total.absorb(report);
-                    offered += 8;
-                }
-                assert!(a.pending_output() > 0 && a.pending_output() <= 256 * 1024);
-
-                let (got, status) = recv_frames(&mut b, total.sent, || a.on_writable().unwrap());
-                assert_ne!(status, RecvStatus::Closed);
-                assert_eq!(got.len(), total.sent, "{framing}");
-                let mut last = None;
-                let mut bytes = 0;
-                for f in &got {
-                    let seed = seed_of(f);
-                    assert!(last.is_none_or(|l| seed > l), "{framing}: order");
-                    assert_eq!(
-                        f,
-                        &frame(seed, sizes[seed % sizes.len()]),
-                        "{framing}: frame {seed}"
-                    );
-                    last = Some(seed);
-                    bytes += f.len();
-                }
-                assert_eq!(bytes, total.sent_bytes);
-                assert_eq!(got.len() + total.dropped_full, offered);
-                assert_eq!(a.pending_output(), 0);
-                out.clear();
-                out.push(&frame(999_999, 1514));
-                assert_eq!(a.send_batch(&out, &[0]).sent, 1);
-                let (got, _) = recv_frames(&mut b, 1, || {});
-                assert_eq!(got, vec![frame(999_999, 1514)]);
+                let (a, b) = pipe_port_pair(framing, SLOW_READER_OPTIONS);
+                let sizes = [100, 1514, 9000, 60001, 77, 33333, 65535];
+                assert_slow_reader_keeps_whole_frames(a, b, framing, &sizes);
             }
         }
 

@@ -379,6 +379,7 @@ crate::delegate_source!(VdeClientPort, link);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::recv_frames;
     use std::os::unix::net::UnixListener;
     use std::process::{Command, Stdio};
 
@@ -404,28 +405,6 @@ mod tests {
     const BROADCAST: [u8; 6] = [0xff; 6];
     const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
     const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
-
-    /// Receives on `plug` until `want` frames arrived, bounded by [`WAIT`].
-    fn recv_frames(plug: &mut impl Plug, want: usize) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + WAIT;
-        let mut batch = FrameBatch::new();
-        let mut got = Vec::new();
-        while got.len() < want {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {want} frames within {WAIT:?}",
-                got.len()
-            );
-            batch.clear();
-            let status = plug.recv_batch(&mut batch).unwrap();
-            assert_ne!(status, RecvStatus::Closed, "the switch went away");
-            got.extend((0..batch.len()).map(|i| batch.frame(i).to_vec()));
-            if got.len() < want {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        got
-    }
 
     /// Waits until `plug` reports the switch gone.
     fn wait_closed(plug: &mut impl Plug) {
