@@ -5,6 +5,7 @@ use crate::config::{
     self, ConfigError, ConfigFile, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
     resolve_group,
 };
+use crate::control::router_views::{ArpView, RouteView, RouterView};
 use crate::control::views::{MacView, PortView, StatsView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
@@ -218,6 +219,31 @@ pub enum CtlCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// Routers: interfaces, addresses, MACs, counters.
+    Routers,
+    /// The routing table of one router, or of all.
+    Routes {
+        /// The router.
+        router: Option<String>,
+    },
+    /// The ARP cache of one router, or of all.
+    Arp {
+        /// The router.
+        router: Option<String>,
+    },
+    /// Change a routing table: `route add|del ROUTER DEST [via GATEWAY]
+    /// [dev INTERFACE] [metric N]`; DEST is a network, an address or
+    /// `default`.
+    Route {
+        /// `add` or `del`.
+        #[arg(value_parser = ["add", "del"])]
+        op: String,
+        /// The router.
+        router: String,
+        /// Destination and options.
+        #[arg(num_args = 1.., allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 /// vde_switch's default switch directory.
@@ -269,6 +295,7 @@ impl SwitchArgs {
                 stream_tcp: self.stream_tcp,
                 dgram: self.dgram.clone(),
             }],
+            routers: Vec::new(),
         })
     }
 }
@@ -353,6 +380,19 @@ fn ctl(args: CtlArgs) -> i32 {
         },
         CtlCommand::Stats { reset: false } => Request::Stats,
         CtlCommand::Stats { reset: true } => Request::ResetCounters,
+        CtlCommand::Routers => Request::Routers,
+        CtlCommand::Routes { router } => Request::Routes {
+            router: router.clone(),
+        },
+        CtlCommand::Arp { router } => Request::Arp {
+            router: router.clone(),
+        },
+        CtlCommand::Route { op, router, words } => {
+            match Request::parse(&format!("route {op} {router} {}", words.join(" "))) {
+                Ok(r) => r,
+                Err(e) => return fail(&e.0),
+            }
+        }
     };
     let result = match client::call(&socket, &req) {
         Ok(v) => v,
@@ -374,6 +414,17 @@ fn ctl(args: CtlArgs) -> i32 {
         }
         Request::Stats => serde_json::from_value::<StatsView>(result).map(|s| render_stats(&s)),
         Request::ResetCounters => Ok("counters reset\n".to_string()),
+        Request::Routers => {
+            serde_json::from_value::<Vec<RouterView>>(result).map(|r| render_routers(&r))
+        }
+        Request::Routes { .. } => {
+            serde_json::from_value::<Vec<RouteView>>(result).map(|r| render_routes(&r))
+        }
+        Request::Arp { .. } => {
+            serde_json::from_value::<Vec<ArpView>>(result).map(|r| render_arp(&r))
+        }
+        Request::RouteAdd { .. } => Ok("route added\n".to_string()),
+        Request::RouteDel { .. } => Ok("route removed\n".to_string()),
     };
     match text {
         Ok(t) => {
@@ -445,6 +496,91 @@ fn render_ports(rows: &[PortView]) -> String {
         ],
         &rows,
     )
+}
+
+fn render_routers(routers: &[RouterView]) -> String {
+    if routers.is_empty() {
+        return "no routers\n".into();
+    }
+    let mut out = String::new();
+    for r in routers {
+        let c = &r.counters;
+        out.push_str(&format!(
+            "router {}: {} routes; forwarded {}, delivered {}, no route {}, ttl exceeded {}, \
+             arp failed {}, malformed {}, icmp sent {} (rate-limited {})\n",
+            r.name,
+            r.routes,
+            c.forwarded,
+            c.delivered,
+            c.dropped_no_route,
+            c.ttl_exceeded,
+            c.arp_failed,
+            c.dropped_malformed,
+            c.icmp_sent,
+            c.icmp_rate_limited
+        ));
+        let rows: Vec<Vec<String>> = r
+            .interfaces
+            .iter()
+            .map(|i| {
+                vec![
+                    format!("  {}", i.name),
+                    i.segment.clone(),
+                    i.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    i.mac.clone(),
+                    i.mtu.to_string(),
+                    if i.proxy_arp { "yes" } else { "no" }.into(),
+                    i.addresses.join(" "),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["  IFACE", "SEGMENT", "PORT", "MAC", "MTU", "PROXY-ARP", "ADDRESSES"],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn render_routes(rows: &[RouteView]) -> String {
+    if rows.is_empty() {
+        return "no routes\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.router.clone(),
+                r.dest.clone(),
+                r.gateway.clone().unwrap_or_else(|| "-".into()),
+                r.iface.clone(),
+                r.metric.to_string(),
+                r.kind.clone(),
+            ]
+        })
+        .collect();
+    table(&["ROUTER", "DESTINATION", "GATEWAY", "IFACE", "METRIC", "KIND"], &rows)
+}
+
+fn render_arp(rows: &[ArpView]) -> String {
+    if rows.is_empty() {
+        return "no neighbours\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                a.router.clone(),
+                a.iface.clone(),
+                a.ip.clone(),
+                a.mac.clone().unwrap_or_else(|| "-".into()),
+                a.state.clone(),
+                format!("{:.1}s", a.age_secs),
+                a.queued.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ROUTER", "IFACE", "ADDRESS", "MAC", "STATE", "AGE", "QUEUED"], &rows)
 }
 
 fn render_macs(rows: &[MacView]) -> String {

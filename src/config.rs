@@ -20,13 +20,30 @@
 //! mode = "0660"                  # socket permissions, like vde_switch -m
 //! dirmode = "2770"               # directory permissions, like --dirmode
 //! group = "kvm"                  # group of the directory and sockets, like -g
+//!
+//! [routers.gw]                   # a router: its own routing table and ARP cache (a VRF)
+//! arp_cache_size = 1024          # neighbour entries, resolved or not
+//! [routers.gw.interfaces.lan]    # an interface, named by the key
+//! segment = "lan"                # the segment it is a port of
+//! addresses = ["10.0.3.1/24"]    # its IPv4 addresses; each gives a connected route
+//! mac = "02:00:00:00:00:01"      # default: derived from the router and interface names
+//! proxy_arp = false              # answer ARP for hosts routed out of other interfaces
+//! mtu = 1500                     # default: the segment's
+//! [[routers.gw.routes]]
+//! to = "default"                 # a network, a bare address (/32) or "default"
+//! via = "10.0.3.254"             # the gateway; or leave it out and name the interface:
+//! dev = "lan"                    # optional when via is on a connected network
+//! metric = 0                     # lower wins among routes to the same network
 //! ```
 //!
 //! Unknown keys are errors, and every error names the line and the key, so a
 //! typo never silently changes the network.
 
+use crate::mac::MacAddr;
+use crate::router::{InterfaceConfig, StaticRoute, stable_mac};
 use crate::switch::SegmentConfig;
 use serde::Deserialize;
+use std::net::Ipv4Addr;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +57,56 @@ pub struct ConfigFile {
     /// Segments by name.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentSection>,
+    /// Routers by name.
+    #[serde(default)]
+    pub routers: BTreeMap<String, RouterSection>,
+}
+
+/// One `[routers.NAME]` table.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSection {
+    /// Interfaces by name.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, InterfaceSection>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Bound on the neighbour cache.
+    pub arp_cache_size: Option<usize>,
+}
+
+/// One `[routers.NAME.interfaces.IFACE]` table.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    /// The segment the interface is a port of.
+    pub segment: String,
+    /// IPv4 addresses with prefix length.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Its MAC address, if not the derived one.
+    pub mac: Option<String>,
+    /// Answer ARP for hosts routed out of other interfaces.
+    #[serde(default)]
+    pub proxy_arp: bool,
+    /// IP MTU; the segment's by default.
+    pub mtu: Option<usize>,
+}
+
+/// One `[[routers.NAME.routes]]` entry.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Destination: a network, a bare address, or `default`.
+    pub to: String,
+    /// Gateway.
+    pub via: Option<Ipv4Addr>,
+    /// Interface name.
+    pub dev: Option<String>,
+    /// Preference: lower wins.
+    #[serde(default)]
+    pub metric: u32,
 }
 
 /// One `[segments.NAME]` table.
@@ -122,6 +189,21 @@ pub struct SegmentPlan {
     pub dgram: Option<PathBuf>,
 }
 
+/// One router, with the segment of each of its interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterPlan {
+    /// Its name.
+    pub name: String,
+    /// Its interfaces, in `IfaceId` order.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// For each interface, the name of the segment it joins.
+    pub segments: Vec<String>,
+    /// Static routes.
+    pub routes: Vec<StaticRoute>,
+    /// Neighbour cache bound, if not the default.
+    pub arp_cache_size: Option<usize>,
+}
+
 /// What the daemon runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -129,6 +211,8 @@ pub struct Plan {
     pub control: PathBuf,
     /// The segments.
     pub segments: Vec<SegmentPlan>,
+    /// The routers joining them.
+    pub routers: Vec<RouterPlan>,
 }
 
 /// A configuration problem, said so a person can fix it: the same type the
@@ -171,6 +255,7 @@ pub fn default_plan() -> Plan {
             stream_tcp: None,
             dgram: Some(dir.join("default.dgram")),
         }],
+        routers: Vec::new(),
     }
 }
 
@@ -307,9 +392,127 @@ impl ConfigFile {
                 dgram: s.dgram,
             });
         }
+        let mut routers = Vec::new();
+        for (name, r) in self.routers {
+            routers.push(router_plan(&name, r, &segments)?);
+        }
         Ok(Plan {
             control: self.control.unwrap_or_else(default_control_path),
             segments,
+            routers,
+        })
+    }
+}
+
+/// Checks one router table against the segments and turns it into a plan;
+/// the router itself is built once here too, so route errors surface at
+/// load time with the file's names.
+fn router_plan(
+    name: &str,
+    r: RouterSection,
+    segments: &[SegmentPlan],
+) -> Result<RouterPlan, ConfigError> {
+    if r.interfaces.is_empty() {
+        return Err(ConfigError(format!(
+            "routers.{name}: a router needs at least one [routers.{name}.interfaces.NAME] table"
+        )));
+    }
+    let mut interfaces = Vec::new();
+    let mut segment_names = Vec::new();
+    for (iname, i) in r.interfaces {
+        let at = format!("routers.{name}.interfaces.{iname}");
+        let Some(segment) = segments.iter().find(|s| s.config.name == i.segment) else {
+            return Err(ConfigError(format!(
+                "{at}.segment: there is no segment {:?}",
+                i.segment
+            )));
+        };
+        if segment_names.contains(&i.segment) {
+            return Err(ConfigError(format!(
+                "{at}.segment: router {name:?} already has an interface on segment {:?}",
+                i.segment
+            )));
+        }
+        let mut addresses = Vec::new();
+        for a in &i.addresses {
+            let net: ipnet::Ipv4Net = a.parse().map_err(|_| {
+                ConfigError(format!(
+                    "{at}.addresses: {a:?} is not an IPv4 address with a prefix (like \"10.0.3.1/24\")"
+                ))
+            })?;
+            addresses.push(net);
+        }
+        let mac = match &i.mac {
+            Some(m) => {
+                let mac: MacAddr = m
+                    .parse()
+                    .map_err(|e| ConfigError(format!("{at}.mac: {e}")))?;
+                if !mac.is_valid_source() {
+                    return Err(ConfigError(format!(
+                        "{at}.mac: {mac} is a group or zero address; an interface needs a unicast one"
+                    )));
+                }
+                mac
+            }
+            None => stable_mac(name, &iname),
+        };
+        let mtu = i.mtu.unwrap_or(segment.config.mtu);
+        if !(68..=segment.config.mtu).contains(&mtu) {
+            return Err(ConfigError(format!(
+                "{at}.mtu: {mtu} must be between 68 and the segment's mtu ({})",
+                segment.config.mtu
+            )));
+        }
+        interfaces.push(InterfaceConfig {
+            name: iname,
+            mac,
+            addresses,
+            mtu: mtu as u16,
+            proxy_arp: i.proxy_arp,
+        });
+        segment_names.push(i.segment);
+    }
+    let mut routes = Vec::new();
+    for (n, route) in r.routes.into_iter().enumerate() {
+        let dest = StaticRoute::parse_destination(&route.to).map_err(|e| {
+            ConfigError(format!("routers.{name}.routes[{n}].to: {e}"))
+        })?;
+        routes.push(StaticRoute {
+            dest,
+            gateway: route.via,
+            iface: route.dev,
+            metric: route.metric,
+        });
+    }
+    if r.arp_cache_size == Some(0) {
+        return Err(ConfigError(format!(
+            "routers.{name}.arp_cache_size: must be at least 1"
+        )));
+    }
+    let plan = RouterPlan {
+        name: name.to_string(),
+        interfaces,
+        segments: segment_names,
+        routes,
+        arp_cache_size: r.arp_cache_size,
+    };
+    plan.build()
+        .map_err(|e| ConfigError(format!("routers.{name}: {e}")))?;
+    Ok(plan)
+}
+
+impl RouterPlan {
+    /// Builds the router this plan describes.
+    pub fn build(&self) -> Result<crate::router::Router, crate::router::RouterError> {
+        let mut arp = crate::router::ArpConfig::default();
+        if let Some(n) = self.arp_cache_size {
+            arp.capacity = n;
+        }
+        crate::router::Router::new(crate::router::RouterConfig {
+            name: self.name.clone(),
+            interfaces: self.interfaces.clone(),
+            routes: self.routes.clone(),
+            arp,
         })
     }
 }

@@ -18,5 +18,6 @@ pub mod control;
 pub mod daemon;
 pub mod mac;
 pub mod plug;
+pub mod router;
 pub mod switch;
 pub mod time;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod request;
+pub mod router_views;
 pub mod server;
 pub mod views;
 

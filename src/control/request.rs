@@ -1,6 +1,9 @@
 //! Control requests: parsed from one line of words.
 
+use crate::router::StaticRoute;
+use ipnet::Ipv4Net;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// Longest request line accepted; anything longer is an error, not a buffer
 /// that grows.
@@ -20,6 +23,73 @@ pub enum Request {
     Stats,
     /// Zero the counters of every port and segment.
     ResetCounters,
+    /// Every router: interfaces, addresses, counters.
+    Routers,
+    /// The routing table of one router, or of all.
+    Routes {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
+    /// The ARP cache of one router, or of all.
+    Arp {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
+    /// Add a static route to a router.
+    RouteAdd {
+        /// The router.
+        router: String,
+        /// The route.
+        route: StaticRoute,
+    },
+    /// Remove a static route from a router.
+    RouteDel {
+        /// The router.
+        router: String,
+        /// The route's destination; the fields below narrow the match
+        /// when several routes share it.
+        dest: Ipv4Net,
+        /// Only the route via this gateway.
+        gateway: Option<Ipv4Addr>,
+        /// Only the route out of this interface.
+        dev: Option<String>,
+        /// Only the route with this metric.
+        metric: Option<u32>,
+    },
+}
+
+/// The words after `route add ROUTER DEST`: `via GW`, `dev IFACE`,
+/// `metric N`, in any order, each at most once.
+fn route_options(
+    words: &[&str],
+) -> Result<(Option<Ipv4Addr>, Option<String>, Option<u32>), BadRequest> {
+    let (mut via, mut dev, mut metric) = (None, None, None);
+    let mut rest = words;
+    while let [key, value, tail @ ..] = rest {
+        match *key {
+            "via" if via.is_none() => {
+                via = Some(value.parse::<Ipv4Addr>().map_err(|_| {
+                    BadRequest(format!("via {value:?}: not an IPv4 address"))
+                })?)
+            }
+            "dev" if dev.is_none() => dev = Some(value.to_string()),
+            "metric" if metric.is_none() => {
+                metric = Some(value.parse::<u32>().map_err(|_| {
+                    BadRequest(format!("metric {value:?}: not a number"))
+                })?)
+            }
+            _ => {
+                return Err(BadRequest(format!(
+                    "unexpected {key:?}: after the destination come via GATEWAY, dev INTERFACE, metric N"
+                )));
+            }
+        }
+        rest = tail;
+    }
+    if let [extra] = rest {
+        return Err(BadRequest(format!("{extra:?} needs a value")));
+    }
+    Ok((via, dev, metric))
 }
 
 /// A request line that is not understood.
@@ -44,9 +114,46 @@ impl Request {
             }),
             ["stats"] => Ok(Request::Stats),
             ["stats", "reset"] => Ok(Request::ResetCounters),
+            ["routers"] => Ok(Request::Routers),
+            ["routes"] => Ok(Request::Routes { router: None }),
+            ["routes", r] => Ok(Request::Routes {
+                router: Some(r.to_string()),
+            }),
+            ["arp"] => Ok(Request::Arp { router: None }),
+            ["arp", r] => Ok(Request::Arp {
+                router: Some(r.to_string()),
+            }),
+            ["route", op @ ("add" | "del"), router, dest, rest @ ..] => {
+                let dest = StaticRoute::parse_destination(dest).map_err(BadRequest)?;
+                let (gateway, dev, metric) = route_options(rest)?;
+                let router = router.to_string();
+                Ok(if *op == "add" {
+                    Request::RouteAdd {
+                        router,
+                        route: StaticRoute {
+                            dest,
+                            gateway,
+                            iface: dev,
+                            metric: metric.unwrap_or(0),
+                        },
+                    }
+                } else {
+                    Request::RouteDel {
+                        router,
+                        dest,
+                        gateway,
+                        dev,
+                        metric,
+                    }
+                })
+            }
+            ["route", ..] => Err(BadRequest(
+                "usage: route add|del ROUTER DEST [via GATEWAY] [dev INTERFACE] [metric N]".into(),
+            )),
             [] => Err(BadRequest("empty request".into())),
             _ => Err(BadRequest(format!(
-                "unknown request {line:?}; known: ports, macs [SEGMENT], stats, stats reset"
+                "unknown request {line:?}; known: ports, macs [SEGMENT], stats, stats reset, \
+                 routers, routes [ROUTER], arp [ROUTER], route add|del ROUTER DEST ..."
             ))),
         }
     }
@@ -59,7 +166,40 @@ impl Request {
             Request::Macs { segment: Some(s) } => format!("macs {s}"),
             Request::Stats => "stats".into(),
             Request::ResetCounters => "stats reset".into(),
+            Request::Routers => "routers".into(),
+            Request::Routes { router: None } => "routes".into(),
+            Request::Routes { router: Some(r) } => format!("routes {r}"),
+            Request::Arp { router: None } => "arp".into(),
+            Request::Arp { router: Some(r) } => format!("arp {r}"),
+            Request::RouteAdd { router, route } => {
+                let mut line = format!("route add {router} {}", route.dest);
+                push_options(&mut line, route.gateway, route.iface.as_deref(), Some(route.metric));
+                line
+            }
+            Request::RouteDel {
+                router,
+                dest,
+                gateway,
+                dev,
+                metric,
+            } => {
+                let mut line = format!("route del {router} {dest}");
+                push_options(&mut line, *gateway, dev.as_deref(), *metric);
+                line
+            }
         }
+    }
+}
+
+fn push_options(line: &mut String, via: Option<Ipv4Addr>, dev: Option<&str>, metric: Option<u32>) {
+    if let Some(v) = via {
+        line.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = dev {
+        line.push_str(&format!(" dev {d}"));
+    }
+    if let Some(m) = metric {
+        line.push_str(&format!(" metric {m}"));
     }
 }
 
@@ -77,11 +217,56 @@ mod tests {
             },
             Request::Stats,
             Request::ResetCounters,
+            Request::Routers,
+            Request::Routes { router: None },
+            Request::Arp {
+                router: Some("gw".into()),
+            },
+            Request::RouteAdd {
+                router: "gw".into(),
+                route: StaticRoute {
+                    dest: "10.1.0.0/16".parse().unwrap(),
+                    gateway: Some("192.168.1.2".parse().unwrap()),
+                    iface: Some("wan".into()),
+                    metric: 5,
+                },
+            },
+            Request::RouteDel {
+                router: "gw".into(),
+                dest: "0.0.0.0/0".parse().unwrap(),
+                gateway: None,
+                dev: Some("lan".into()),
+                metric: None,
+            },
         ] {
             assert_eq!(Request::parse(&r.to_line()).unwrap(), r);
         }
         assert!(Request::parse("").is_err());
         assert!(Request::parse("ports extra").is_err());
         assert!(Request::parse("reboot").unwrap_err().0.contains("known"));
+    }
+
+    #[test]
+    fn route_words_parse_in_any_order_and_refuse_nonsense() {
+        let r = Request::parse("route add gw default metric 3 via 10.0.0.1").unwrap();
+        assert_eq!(
+            r,
+            Request::RouteAdd {
+                router: "gw".into(),
+                route: StaticRoute {
+                    dest: "0.0.0.0/0".parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    iface: None,
+                    metric: 3,
+                },
+            }
+        );
+        let host = Request::parse("route add gw 10.9.9.9 dev lan").unwrap();
+        assert!(matches!(host, Request::RouteAdd { route, .. } if route.dest.prefix_len() == 32));
+        assert!(Request::parse("route add gw 10.0.0.0/33 via 1.2.3.4").is_err());
+        assert!(Request::parse("route add gw 10.0.0.0/8 via").is_err());
+        assert!(Request::parse("route add gw 10.0.0.0/8 via 1.2.3.4 via 1.2.3.5").is_err());
+        assert!(Request::parse("route add gw 10.0.0.0/8 gateway 1.2.3.4").is_err());
+        assert!(Request::parse("route flip gw 10.0.0.0/8").is_err());
     }
 }

@@ -3,10 +3,11 @@
 use super::dgram_hub::{SharedHub, open_dgram_hub, reap_gone_peers, serve_hub};
 use super::endpoint::Endpoint;
 use super::forward::Forwarder;
+use super::router_port::{SharedRouter, drain_routers, open_router, routers_timeout};
 use super::vde::{VdeDir, accept_clients, advance_handshake, expire_handshakes, open_vde_dir};
 use crate::config::Plan;
 use crate::control::server::{ConnProgress, ControlBindError, ControlListener};
-use crate::control::{Request, views};
+use crate::control::{Request, router_views, views};
 use crate::switch::{Engine, PortId, PortRequest, SegmentId};
 use crate::time::MonotonicClock;
 use mio::{Events, Interest, Poll, Token};
@@ -119,6 +120,8 @@ pub struct Daemon {
     pub(super) dirs: Vec<VdeDir>,
     /// Every dgram hub, to collect the peers a send found gone.
     pub(super) hubs: Vec<SharedHub>,
+    /// Every router, to drain its output and run its timers.
+    pub(super) routers: Vec<SharedRouter>,
     pidfile: Option<PathBuf>,
     stop: bool,
 }
@@ -138,6 +141,7 @@ impl Daemon {
             forwarder: Forwarder::new(),
             dirs: Vec::new(),
             hubs: Vec::new(),
+            routers: Vec::new(),
             pidfile: opts.pidfile.clone(),
             stop: false,
         };
@@ -191,6 +195,9 @@ impl Daemon {
                 .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
             }
             tracing::info!(segment = %seg.config.name, mtu = seg.config.mtu, hub = seg.config.hub, "segment ready");
+        }
+        for router in &plan.routers {
+            open_router(&mut d, router)?;
         }
         // After the segments: the control socket may live inside a switch
         // directory, which must be created (and later removed) by its owner.
@@ -439,6 +446,11 @@ impl Daemon {
             if let Some(t) = self.engine.poll_timeout() {
                 deadline = deadline.min(t);
             }
+            for r in &self.routers {
+                if let Some(t) = r.borrow().router.poll_timeout() {
+                    deadline = deadline.min(t);
+                }
+            }
             let timeout = if self.ready.is_empty() {
                 deadline.saturating_since(now)
             } else {
@@ -456,12 +468,15 @@ impl Daemon {
                     ev.is_writable(),
                 );
             }
+            drain_routers(self);
             self.serve_ready_ports();
             reap_gone_peers(self);
             let now = self.clock.now();
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
+            routers_timeout(self);
+            drain_routers(self);
             if now >= next_housekeeping {
                 expire_handshakes(self);
                 self.remove_dead_ports();
@@ -532,6 +547,7 @@ impl Daemon {
                     || clock.now(),
                 ),
             };
+            drain_routers(self);
             match status {
                 Some(RecvStatus::More) => {
                     if let Some(Endpoint::Port { queued, .. } | Endpoint::DgramHub { queued, .. }) =
@@ -610,8 +626,85 @@ impl Daemon {
                 self.engine.reset_counters(None);
                 Ok(serde_json::Value::Null)
             }
+            Request::Routers => {
+                let rows: Vec<_> = self
+                    .routers
+                    .iter()
+                    .map(|r| {
+                        let h = r.borrow();
+                        router_views::router(&h.router, h.outbox.ports(), &self.engine)
+                    })
+                    .collect();
+                serde_json::to_value(rows)
+            }
+            Request::Routes { router } => {
+                let mut rows = Vec::new();
+                for h in self.routers_named(router.as_deref())? {
+                    router_views::routes(&h.borrow().router, &mut rows);
+                }
+                serde_json::to_value(rows)
+            }
+            Request::Arp { router } => {
+                let mut rows = Vec::new();
+                for h in self.routers_named(router.as_deref())? {
+                    router_views::arp(&h.borrow().router, now, &mut rows);
+                }
+                serde_json::to_value(rows)
+            }
+            Request::RouteAdd { router, route } => {
+                let host = self.routers_named(Some(router))?.remove(0);
+                host.borrow_mut()
+                    .router
+                    .add_route(route.clone())
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(router = %router, route = %req.to_line(), "route added");
+                Ok(serde_json::Value::Null)
+            }
+            Request::RouteDel {
+                router,
+                dest,
+                gateway,
+                dev,
+                metric,
+            } => {
+                let host = self.routers_named(Some(router))?.remove(0);
+                host.borrow_mut()
+                    .router
+                    .remove_route(*dest, *gateway, dev.as_deref(), *metric)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(router = %router, route = %req.to_line(), "route removed");
+                Ok(serde_json::Value::Null)
+            }
         };
         value.map_err(|e| e.to_string())
+    }
+}
+
+impl Daemon {
+    /// The router called `name`, or every router for `None`; an error
+    /// naming the known routers when there is none by that name.
+    fn routers_named(&self, name: Option<&str>) -> Result<Vec<SharedRouter>, String> {
+        let found: Vec<SharedRouter> = self
+            .routers
+            .iter()
+            .filter(|r| name.is_none_or(|n| r.borrow().router.name() == n))
+            .cloned()
+            .collect();
+        match name {
+            Some(n) if found.is_empty() => {
+                let known: Vec<String> = self
+                    .routers
+                    .iter()
+                    .map(|r| r.borrow().router.name().to_string())
+                    .collect();
+                Err(if known.is_empty() {
+                    format!("no router named {n:?}: this switchboard runs no routers")
+                } else {
+                    format!("no router named {n:?}; known: {}", known.join(", "))
+                })
+            }
+            _ => Ok(found),
+        }
     }
 }
 

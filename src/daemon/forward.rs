@@ -103,6 +103,21 @@ impl Forwarder {
         Some(status)
     }
 
+    /// Forwards a batch that did not come from a plug (a router's output):
+    /// frame `i` enters from port `ingress[i]` (`None`: dropped).
+    pub(crate) fn forward_from(
+        &mut self,
+        batch: &FrameBatch,
+        ingress: &[Option<PortId>; BATCH_CAPACITY],
+        endpoints: &mut Slab<Endpoint>,
+        port_tokens: &[Option<Token>],
+        engine: &mut Engine,
+        now: Instant,
+    ) {
+        self.fanout
+            .forward(batch, |i| ingress[i], endpoints, port_tokens, engine, now);
+    }
+
     /// Receives one batch from a dgram hub, noting each frame's peer. Call
     /// [`forward_hub`](Self::forward_hub) next, once every new peer has a
     /// port.

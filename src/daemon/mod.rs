@@ -28,6 +28,7 @@
 
 mod dgram_hub;
 mod endpoint;
+mod router_port;
 mod event_loop;
 mod forward;
 mod soft_offload;

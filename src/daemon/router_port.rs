@@ -1,0 +1,266 @@
+//! Routers in the event loop: each interface is a port whose plug hands
+//! frames to the router core, and whatever the router emits enters the
+//! segments from those ports.
+//!
+//! A router and its output queue live in one [`RouterHost`] shared by
+//! `Rc<RefCell<_>>` between the daemon and the interface plugs (the same
+//! pattern as the dgram hub). The segment delivers frames to an interface
+//! port through [`RouterIfacePlug::send_batch`], which runs the router on
+//! them; the router writes its frames into the host's [`Outbox`], a short
+//! queue of frame batches. The daemon then drains the outbox
+//! ([`drain_routers`]) and forwards each batch like one received from the
+//! interfaces' ports, which may feed another router, and so on, for a
+//! bounded number of rounds. No borrow of a host is held while frames are
+//! forwarded, so routers feeding each other never overlap their borrows.
+
+use super::event_loop::{Daemon, DaemonError};
+use crate::config::RouterPlan;
+use crate::router::{IfaceId, Router, Transmit};
+use crate::switch::{PortId, PortRequest};
+use crate::time::MonotonicClock;
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use switchboard_plugs::batch::BATCH_CAPACITY;
+use switchboard_plugs::{FrameBatch, Plug, RecvStatus, TxReport};
+
+/// Batches a router may have queued before its further frames are dropped
+/// (and counted by the router as `tx_no_buffer`): 8 × 32 frames is far more
+/// than one input batch can produce, yet bounds the memory a routing loop
+/// or an ARP storm can take.
+const OUTBOX_BATCHES: usize = 8;
+
+/// Rounds of "drain every router, forward its frames" per call of
+/// [`drain_routers`]. Frames bouncing between routers beyond that wait for
+/// the next turn of the loop (their TTL ends a true loop anyway).
+const DRAIN_ROUNDS: usize = 16;
+
+/// A router and where its frames go.
+pub(crate) struct RouterHost {
+    pub(crate) router: Router,
+    pub(crate) outbox: Outbox,
+    pub(crate) clock: MonotonicClock,
+}
+
+/// Shared between the daemon and the router's interface plugs.
+pub(crate) type SharedRouter = Rc<RefCell<RouterHost>>;
+
+/// The router's frames on their way into the segments: batches, each frame
+/// tagged with the port it enters from.
+pub(crate) struct Outbox {
+    /// Port of each interface (`IfaceId` index).
+    ports: Vec<Option<PortId>>,
+    /// Batches with frames, oldest first; the last one is being filled.
+    queued: VecDeque<(FrameBatch, [Option<PortId>; BATCH_CAPACITY])>,
+    /// Empty batches to reuse.
+    spare: Vec<FrameBatch>,
+}
+
+impl Outbox {
+    fn new(interfaces: usize) -> Outbox {
+        Outbox {
+            ports: vec![None; interfaces],
+            queued: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// The port of each interface, by `IfaceId` index.
+    pub(crate) fn ports(&self) -> &[Option<PortId>] {
+        &self.ports
+    }
+
+    /// Takes the oldest batch with frames, if any.
+    fn pop(&mut self) -> Option<(FrameBatch, [Option<PortId>; BATCH_CAPACITY])> {
+        match self.queued.front() {
+            Some((b, _)) if !b.is_empty() => self.queued.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Returns a forwarded batch for reuse.
+    fn recycle(&mut self, mut batch: FrameBatch) {
+        batch.clear();
+        self.spare.push(batch);
+    }
+}
+
+impl Transmit for Outbox {
+    fn buffer(&mut self) -> Option<&mut [u8]> {
+        let need_new = match self.queued.back() {
+            None => true,
+            Some((b, _)) => b.is_full(),
+        };
+        if need_new {
+            if self.queued.len() >= OUTBOX_BATCHES {
+                return None;
+            }
+            let batch = self.spare.pop().unwrap_or_default();
+            self.queued.push_back((batch, [None; BATCH_CAPACITY]));
+        }
+        self.queued.back_mut().and_then(|(b, _)| b.next_slot())
+    }
+
+    fn send(&mut self, iface: IfaceId, len: usize) {
+        let port = self.ports.get(iface.index()).copied().flatten();
+        if let Some((batch, ingress)) = self.queued.back_mut() {
+            let i = batch.len();
+            if i < BATCH_CAPACITY {
+                ingress[i] = port;
+                batch.commit(len);
+            }
+        }
+    }
+}
+
+/// One interface of a router, as the segment sees it: a port.
+pub(crate) struct RouterIfacePlug {
+    host: SharedRouter,
+    iface: IfaceId,
+    description: String,
+}
+
+impl Plug for RouterIfacePlug {
+    /// Nothing to read: the router's frames leave through the outbox.
+    fn recv_batch(&mut self, _batch: &mut FrameBatch) -> io::Result<RecvStatus> {
+        Ok(RecvStatus::Drained)
+    }
+
+    fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
+        let mut host = self.host.borrow_mut();
+        let host = &mut *host;
+        let now = host.clock.now();
+        let mut report = TxReport::default();
+        for &i in which {
+            let frame = batch.frame(usize::from(i));
+            host.router
+                .handle_frame(now, self.iface, frame, &mut host.outbox);
+            report.sent += 1;
+            report.sent_bytes += frame.len();
+        }
+        report
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn kind(&self) -> &'static str {
+        "router"
+    }
+}
+
+/// An interface has no descriptor: nothing to register.
+impl Source for RouterIfacePlug {
+    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn deregister(&mut self, _: &Registry) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds a router, plugs each of its interfaces into its segment, and
+/// queues its gratuitous ARP.
+pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), DaemonError> {
+    let router = plan
+        .build()
+        .map_err(|e| DaemonError::Setup(format!("router {}: {e}", plan.name)))?;
+    let host = Rc::new(RefCell::new(RouterHost {
+        outbox: Outbox::new(plan.interfaces.len()),
+        router,
+        clock: d.clock,
+    }));
+    for (i, (iface, segment)) in plan.interfaces.iter().zip(&plan.segments).enumerate() {
+        let seg = d.engine.segment_by_name(segment).ok_or_else(|| {
+            DaemonError::Setup(format!(
+                "router {}: interface {}: no segment {segment:?}",
+                plan.name, iface.name
+            ))
+        })?;
+        let description = format!("router {} {} {}", plan.name, iface.name, iface.mac);
+        let plug = RouterIfacePlug {
+            host: host.clone(),
+            iface: IfaceId(i as u16),
+            description: description.clone(),
+        };
+        let port = d
+            .add_port(
+                seg,
+                PortRequest {
+                    number: None,
+                    kind: "router",
+                    description,
+                },
+                Box::new(plug),
+            )
+            .map_err(|e| {
+                DaemonError::Setup(format!(
+                    "router {}: interface {}: {e}",
+                    plan.name, iface.name
+                ))
+            })?;
+        host.borrow_mut().outbox.ports[i] = Some(port);
+    }
+    {
+        let mut h = host.borrow_mut();
+        let h = &mut *h;
+        h.router.start(&mut h.outbox);
+    }
+    let addrs: Vec<String> = plan
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| format!("{}={a}", i.name)))
+        .collect();
+    tracing::info!(router = %plan.name, interfaces = plan.interfaces.len(), addresses = %addrs.join(" "), "router ready");
+    d.routers.push(host);
+    Ok(())
+}
+
+/// Runs the routers' timers that are due.
+pub(super) fn routers_timeout(d: &mut Daemon) {
+    let now = d.clock.now();
+    for host in &d.routers {
+        let mut h = host.borrow_mut();
+        let h = &mut *h;
+        if h.router.poll_timeout().is_some_and(|t| t <= now) {
+            h.router.handle_timeout(now, &mut h.outbox);
+        }
+    }
+}
+
+/// Forwards what the routers emitted into the segments, round after round
+/// while routers keep feeding each other, up to [`DRAIN_ROUNDS`].
+pub(super) fn drain_routers(d: &mut Daemon) {
+    for _ in 0..DRAIN_ROUNDS {
+        let mut any = false;
+        for r in 0..d.routers.len() {
+            let popped = d.routers[r].borrow_mut().outbox.pop();
+            let Some((batch, ingress)) = popped else {
+                continue;
+            };
+            any = true;
+            let now = d.clock.now();
+            d.forwarder.forward_from(
+                &batch,
+                &ingress,
+                &mut d.endpoints,
+                &d.port_tokens,
+                &mut d.engine,
+                now,
+            );
+            d.routers[r].borrow_mut().outbox.recycle(batch);
+        }
+        if !any {
+            return;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! In-memory tests of the router: simulated hosts, no descriptors.
