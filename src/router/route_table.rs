@@ -25,13 +25,13 @@
 //! visits at most seven nodes kept in compact arrays, and it allocates nothing
 //! while searching. Measured with `benches/lpm.rs` on a table of 100,000
 //! random routes shaped like a real one (mostly /16 to /24, some shorter and
-//! longer prefixes, one default route), a lookup costs about 45 ns for a
-//! random address (some 22 million lookups a second) and about 70 ns for
+//! longer prefixes, one default route), a lookup costs 35 to 45 ns for a
+//! random address (22 to 29 million lookups a second) and 65 to 70 ns for
 //! addresses inside the table's prefixes, which walk deepest, on a shared
 //! two-core development machine. That is far inside the per-packet budget,
 //! so nothing is layered on top of it. Insertion and removal touch the trie
 //! and one short list; they are the slow, control-plane path and may
-//! allocate (building the 100,000-route table takes about 20 ms).
+//! allocate (building the 100,000-route table takes 20 to 25 ms).
 //!
 //! The table is bounded ([`RouteTable::with_capacity_limit`], one million
 //! routes by default) so that a runaway configuration or control client gets
