@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use switchboard_plugs::batch::BATCH_CAPACITY;
+use switchboard_plugs::offload::Offload;
 use switchboard_plugs::{FrameBatch, Plug, RecvStatus, TxReport};
 
 /// Batches a router may have queued before its further frames are dropped
@@ -57,6 +58,9 @@ pub(crate) struct Outbox {
     queued: VecDeque<(FrameBatch, [Option<PortId>; BATCH_CAPACITY])>,
     /// Empty batches to reuse.
     spare: Vec<FrameBatch>,
+    /// The offload work of the frame being handled, carried over to the
+    /// router's rewrite of it.
+    current: Offload,
 }
 
 impl Outbox {
@@ -65,6 +69,7 @@ impl Outbox {
             ports: vec![None; interfaces],
             queued: VecDeque::new(),
             spare: Vec::new(),
+            current: Offload::default(),
         }
     }
 
@@ -105,12 +110,22 @@ impl Transmit for Outbox {
     }
 
     fn send(&mut self, iface: IfaceId, len: usize) {
+        self.commit(iface, len, Offload::default());
+    }
+
+    fn send_forwarded(&mut self, iface: IfaceId, len: usize) {
+        self.commit(iface, len, self.current);
+    }
+}
+
+impl Outbox {
+    fn commit(&mut self, iface: IfaceId, len: usize, offload: Offload) {
         let port = self.ports.get(iface.index()).copied().flatten();
         if let Some((batch, ingress)) = self.queued.back_mut() {
             let i = batch.len();
             if i < BATCH_CAPACITY {
                 ingress[i] = port;
-                batch.commit(len);
+                batch.commit_offloaded(len, offload);
             }
         }
     }
@@ -135,13 +150,29 @@ impl Plug for RouterIfacePlug {
         let now = host.clock.now();
         let mut report = TxReport::default();
         for &i in which {
-            let frame = batch.frame(usize::from(i));
-            host.router
-                .handle_frame(now, self.iface, frame, &mut host.outbox);
+            let i = usize::from(i);
+            let frame = batch.frame(i);
+            host.outbox.current = *batch.offload(i);
+            host.router.handle_frame_sized(
+                now,
+                self.iface,
+                frame,
+                batch.wire_len(i),
+                &mut host.outbox,
+            );
             report.sent += 1;
             report.sent_bytes += frame.len();
         }
+        host.outbox.current = Offload::default();
         report
+    }
+
+    /// Super-frames and pending checksums are routed as they are: the
+    /// router rewrites only Ethernet and the IPv4 header, and the work
+    /// travels on with the frame to the egress port (done there by the tap
+    /// or by software segmentation).
+    fn accepts_offload(&self) -> bool {
+        true
     }
 
     fn description(&self) -> &str {

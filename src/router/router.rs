@@ -51,6 +51,15 @@ pub trait Transmit {
 
     /// Sends the first `len` bytes of the space out of interface `iface`.
     fn send(&mut self, iface: IfaceId, len: usize);
+
+    /// Sends a frame that is the frame being handled, rewritten (addresses,
+    /// TTL, header checksum). Whatever its sender left for the hardware to
+    /// do (a super-frame to cut into segments, an L4 checksum to fill in)
+    /// still applies to it, so a sink that carries such work along (the
+    /// daemon's, for taps with offloads) attaches it here.
+    fn send_forwarded(&mut self, iface: IfaceId, len: usize) {
+        self.send(iface, len);
+    }
 }
 
 /// A static route as configured or typed: the interface by name, and
@@ -414,6 +423,23 @@ impl Router {
         frame: &[u8],
         tx: &mut impl Transmit,
     ) {
+        self.handle_frame_sized(now, iface, frame, frame.len(), tx);
+    }
+
+    /// Takes one frame whose largest piece on the wire is `wire_len` bytes:
+    /// less than its length for a super-frame from a tap with offloads
+    /// (a TCP stream coalesced into one 64 KiB frame that the egress will
+    /// cut into segments). The MTU check applies to the pieces, as the
+    /// kernel's forwarding does for GSO packets, so super-frames are routed
+    /// whole instead of being segmented first.
+    pub fn handle_frame_sized(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        frame: &[u8],
+        wire_len: usize,
+        tx: &mut impl Transmit,
+    ) {
         self.counters.received += 1;
         let Some(config) = self.interfaces.get(iface.index()) else {
             return;
@@ -432,7 +458,10 @@ impl Router {
         let payload = &frame[ETHERNET_HEADER_LEN..];
         match ethertype {
             ETHERTYPE_ARP => self.handle_arp(now, iface, payload, tx),
-            ETHERTYPE_IPV4 if to_us => self.handle_ipv4(now, payload, tx),
+            ETHERTYPE_IPV4 if to_us => {
+                let largest = wire_len.min(frame.len()).saturating_sub(ETHERNET_HEADER_LEN);
+                self.handle_ipv4(now, payload, largest, tx)
+            }
             // IPv4 to the broadcast MAC: DHCP and the like, none of which
             // a plain router serves.
             ETHERTYPE_IPV4 => self.counters.dropped_broadcast += 1,
@@ -490,7 +519,7 @@ impl Router {
         }
     }
 
-    fn handle_ipv4(&mut self, now: Instant, payload: &[u8], tx: &mut impl Transmit) {
+    fn handle_ipv4(&mut self, now: Instant, payload: &[u8], largest: usize, tx: &mut impl Transmit) {
         let Ok(packet) = Ipv4Packet::new_checked(payload) else {
             self.counters.dropped_malformed += 1;
             return;
@@ -518,11 +547,12 @@ impl Router {
             self.counters.dropped_broadcast += 1;
             return;
         }
-        self.forward(now, packet_bytes, tx);
+        self.forward(now, packet_bytes, largest.min(packet_bytes.len()), tx);
     }
 
-    /// Forwards a valid packet that is not for the router.
-    fn forward(&mut self, now: Instant, packet: &[u8], tx: &mut impl Transmit) {
+    /// Forwards a valid packet that is not for the router; `largest` is its
+    /// largest piece on the wire (less than its length for a super-frame).
+    fn forward(&mut self, now: Instant, packet: &[u8], largest: usize, tx: &mut impl Transmit) {
         let header = Ipv4Packet::new_unchecked(packet);
         if header.hop_limit() <= 1 {
             self.counters.ttl_exceeded += 1;
@@ -537,8 +567,11 @@ impl Router {
         };
         let (out, hop) = (route.iface, route.gateway.unwrap_or(dst));
         let mtu = usize::from(self.interfaces[out.index()].mtu);
-        if packet.len() > mtu {
-            if header.dont_frag() {
+        if largest > mtu {
+            // A super-frame cannot be fragmented; its pieces would be TCP
+            // segments (always DF) or UDP datagrams sent as such.
+            let whole = largest < packet.len();
+            if header.dont_frag() || whole {
                 self.counters.frag_needed += 1;
                 let mtu = mtu as u16;
                 self.send_icmp_error(now, tx, IcmpError::FragmentationNeeded { mtu }, packet);
@@ -559,7 +592,7 @@ impl Router {
         buf[ETHERNET_HEADER_LEN..end].copy_from_slice(packet);
         decrement_ttl(&mut buf[ETHERNET_HEADER_LEN..end]);
         self.counters.forwarded += 1;
-        self.finish(now, tx, out, hop, packet.len());
+        self.finish(now, tx, out, hop, packet.len(), true);
     }
 
     /// Splits a too-big packet (DF clear) into fragments that fit `mtu`,
@@ -590,7 +623,7 @@ impl Router {
                     let Some(len) = fragments.next_into(&mut buf[ETHERNET_HEADER_LEN..]) else {
                         break;
                     };
-                    self.finish(now, tx, out, hop, len);
+                    self.finish(now, tx, out, hop, len, false);
                 }
             }
         }
@@ -625,7 +658,7 @@ impl Router {
                     icmp::write_echo_reply(packet, DEFAULT_TTL, id, &mut buf[ETHERNET_HEADER_LEN..])
                 {
                     self.counters.icmp_sent += 1;
-                    self.finish(now, tx, route.iface, route.gateway.unwrap_or(src), len);
+                    self.finish(now, tx, route.iface, route.gateway.unwrap_or(src), len, false);
                 }
             }
             IpProtocol::Udp | IpProtocol::Tcp => {
@@ -668,14 +701,24 @@ impl Router {
         };
         if let Some(len) = icmp::write_error(kind, src, id, original, &mut buf[ETHERNET_HEADER_LEN..]) {
             self.counters.icmp_sent += 1;
-            self.finish(now, tx, route.iface, route.gateway.unwrap_or(to), len);
+            self.finish(now, tx, route.iface, route.gateway.unwrap_or(to), len, false);
         }
     }
 
     /// Sends the IPv4 packet of `len` bytes already written after the
     /// Ethernet header in the transmit buffer out of `out` towards `hop`,
     /// resolving the hop's MAC (or queueing the packet until it is known).
-    fn finish(&mut self, now: Instant, tx: &mut impl Transmit, out: IfaceId, hop: Ipv4Addr, len: usize) {
+    /// `forwarded`: the packet is the handled frame's own (see
+    /// [`Transmit::send_forwarded`]).
+    fn finish(
+        &mut self,
+        now: Instant,
+        tx: &mut impl Transmit,
+        out: IfaceId,
+        hop: Ipv4Addr,
+        len: usize,
+        forwarded: bool,
+    ) {
         let Some(buf) = tx.buffer() else {
             self.counters.tx_no_buffer += 1;
             return;
@@ -684,11 +727,11 @@ impl Router {
         match self.arp.resolve(now, out, hop, &buf[ETHERNET_HEADER_LEN..end]) {
             Resolution::Known(mac) => {
                 write_ethernet(buf, mac, self.interfaces[out.index()].mac, ETHERTYPE_IPV4);
-                tx.send(out, end);
+                send(tx, out, end, forwarded);
             }
             Resolution::KnownRefresh(mac) => {
                 write_ethernet(buf, mac, self.interfaces[out.index()].mac, ETHERTYPE_IPV4);
-                tx.send(out, end);
+                send(tx, out, end, forwarded);
                 self.send_arp_request(tx, out, hop, Some(mac));
             }
             Resolution::QueuedSendRequest => self.send_arp_request(tx, out, hop, None),
@@ -796,6 +839,14 @@ fn is_martian_source(src: Ipv4Addr) -> bool {
         || src.is_loopback()
         || src.is_unspecified()
         || src.octets()[0] >= 240
+}
+
+fn send(tx: &mut impl Transmit, out: IfaceId, len: usize, forwarded: bool) {
+    if forwarded {
+        tx.send_forwarded(out, len);
+    } else {
+        tx.send(out, len);
+    }
 }
 
 fn write_ethernet(buf: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) {
