@@ -37,13 +37,16 @@ const POISON: u8 = 0xee;
 struct Wire {
     space: Vec<u8>,
     frames: Vec<(IfaceId, Vec<u8>)>,
+    /// How many of `frames` were sent as the handled frame rewritten.
+    forwarded: usize,
 }
 
 impl Wire {
     fn new() -> Wire {
         Wire {
-            space: vec![POISON; 9300],
+            space: vec![POISON; 70_000],
             frames: Vec::new(),
+            forwarded: 0,
         }
     }
 
@@ -60,6 +63,11 @@ impl Transmit for Wire {
     fn send(&mut self, iface: IfaceId, len: usize) {
         self.frames.push((iface, self.space[..len].to_vec()));
         self.space.fill(POISON);
+    }
+
+    fn send_forwarded(&mut self, iface: IfaceId, len: usize) {
+        self.forwarded += 1;
+        self.send(iface, len);
     }
 }
 
@@ -1231,4 +1239,41 @@ fn route_edits_are_checked() {
         r.remove_route(net("172.16.0.0/16"), None, None, None)
             .is_err()
     );
+}
+
+#[test]
+fn super_frames_are_forwarded_whole_when_their_pieces_fit() {
+    let mut rig = Rig::new(standard());
+    let (a, b) = (host_a(), host_b());
+    let t = secs(2);
+    rig.introduce(t, LEFT, a);
+    rig.introduce(t, RIGHT, b);
+    // A 20 000-byte packet standing for a TSO super-frame whose segments
+    // are 1500 bytes on the wire (DF set, as TCP's always is).
+    let data = vec![0x5a; 20_000 - 28];
+    let big = edited(a.udp(b.ip, 64, &data), |p| p.set_dont_frag(true));
+    let frame = a.frame(R0, &big);
+
+    rig.router
+        .handle_frame_sized(t, LEFT, &frame, 14 + 1500, &mut rig.wire);
+    assert_eq!(rig.wire.forwarded, 1, "sent as the handled frame, offload work kept");
+    let out = rig.wire.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, RIGHT);
+    let (dst, src, packet) = ipv4_of(&out[0].1);
+    assert_eq!((dst, src), (b.mac, R1));
+    assert_eq!(packet, &forwarded_form(&big)[..], "whole, TTL 63, checksum right");
+    assert_eq!((rig.counters().forwarded, rig.counters().frag_needed), (1, 0));
+
+    // Pieces bigger than the egress MTU: refused with the MTU to use.
+    rig.router
+        .handle_frame_sized(t, LEFT, &frame, 14 + 1600, &mut rig.wire);
+    let out = rig.wire.take();
+    assert_eq!(out.len(), 1, "the error only");
+    let (rest, _) = expect_icmp_error(&out[0], LEFT, R0, a, "10.0.0.1", (3, 4));
+    assert_eq!(rest, [0, 0, 0x05, 0xdc]);
+    assert_eq!(rig.counters().frag_needed, 1);
+
+    // Generated frames (ARP, ICMP) are never marked as forwarded.
+    assert_eq!(rig.wire.forwarded, 1);
 }
