@@ -52,4 +52,19 @@ pub struct RouterCounters {
     pub icmp_rate_limited: u64,
     /// Frames dropped because the output queue had no room.
     pub tx_no_buffer: u64,
+    /// Packets rewritten by NAT (both directions, ICMP errors included).
+    pub nat_translated: u64,
+    /// Unsolicited TCP/UDP at an outside address: no flow, no forward.
+    pub nat_unsolicited: u64,
+    /// New flows refused: the table is full or no port was free.
+    pub nat_refused: u64,
+    /// Packets a masquerade rule applies to that NAT cannot track (other
+    /// protocols, ICMP errors about unknown flows): dropped rather than
+    /// leaking an inside address.
+    pub nat_untrackable: u64,
+    /// Non-first fragments whose first fragment opened no tracked series.
+    pub nat_fragments_dropped: u64,
+    /// Inside hosts reaching a port forward through the outside address
+    /// (hairpin), which is refused.
+    pub nat_hairpin_refused: u64,
 }

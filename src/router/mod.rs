@@ -18,6 +18,7 @@ pub mod counters;
 pub mod fragment;
 pub mod icmp;
 pub mod interface;
+pub mod nat;
 pub mod rate_limit;
 #[allow(clippy::module_inception)]
 mod router;
