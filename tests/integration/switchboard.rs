@@ -186,3 +186,70 @@ pub fn assert_ports_carried_traffic(ports: &[Value], kind: &str, n: usize) {
         );
     }
 }
+
+/// The name of the network file [`Switchboard::run_file`] writes into its
+/// directory.
+pub const CONFIG_FILE: &str = "switchboard.toml";
+
+impl Switchboard {
+    /// Starts `switchboard run DIR/switchboard.toml` with `config` as the
+    /// file's text, inside `ns` when given, and waits until it is ready: it
+    /// listens on `DIR/control` (so `config` must say
+    /// `control = "DIR/control"`) and every tap in `taps` exists. Panics with
+    /// its log if it exits or is not ready within [`READY_TIMEOUT`]. The
+    /// `ctl` helpers then reach it through DIR, as for `switch -s DIR`.
+    pub fn run_file(
+        ns: Option<&Netns>,
+        dir: &Path,
+        config: &str,
+        taps: &[&str],
+        log: PathBuf,
+    ) -> Switchboard {
+        std::fs::create_dir_all(dir).expect("create switchboard dir");
+        let file = dir.join(CONFIG_FILE);
+        std::fs::write(&file, config).expect("write network file");
+        let file_s = file.to_str().expect("utf-8 path");
+        let argv = [BIN, "run", file_s];
+        let cmd = match ns {
+            Some(ns) => ns.command(&argv),
+            None => {
+                let mut c = Command::new(BIN);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        let mut sw = Switchboard {
+            proc: Proc::spawn("switchboard run", cmd, log),
+            dir: dir.to_path_buf(),
+        };
+        let pid = sw.proc.pid();
+        let ready = wait_until(READY_TIMEOUT, || {
+            !sw.proc.running()
+                || (listens(pid, &dir.join("control"))
+                    && taps.iter().all(|t| ns.is_none_or(|n| n.has_link(t))))
+        });
+        assert!(
+            sw.proc.running(),
+            "switchboard run exited during start-up:\n{}\n--- {CONFIG_FILE} ---\n{config}",
+            sw.proc.log()
+        );
+        assert!(
+            ready,
+            "switchboard run not ready within {READY_TIMEOUT:?} ({}/control, taps {taps:?}):\n{}",
+            dir.display(),
+            sw.proc.log()
+        );
+        sw
+    }
+
+    /// Its process id (with `ip netns exec`, which execs, its own).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// `switchboard ctl -c DIR ARGS...`, bounded, whatever its outcome (for
+    /// commands whose failure the test expects).
+    pub fn ctl(&self, args: &[&str]) -> Ran {
+        ctl(&self.dir, args)
+    }
+}
