@@ -5,7 +5,7 @@ use crate::config::{
     self, ConfigError, ConfigFile, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
     resolve_group,
 };
-use crate::control::router_views::{ArpView, RouteView, RouterView};
+use crate::control::router_views::{ArpView, ConntrackView, NatView, RouteView, RouterView};
 use crate::control::views::{MacView, PortView, StatsView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
@@ -231,6 +231,16 @@ pub enum CtlCommand {
         /// The router.
         router: Option<String>,
     },
+    /// NAT rules (masquerade, port forwards) and flow table use.
+    Nat {
+        /// The router.
+        router: Option<String>,
+    },
+    /// Tracked flows, or `conntrack flush [ROUTER]` to forget them.
+    Conntrack {
+        /// `flush`, or the router.
+        words: Vec<String>,
+    },
     /// Change a routing table: `route add|del ROUTER DEST [via GATEWAY]
     /// [dev INTERFACE] [metric N]`; DEST is a network, an address or
     /// `default`.
@@ -387,6 +397,15 @@ fn ctl(args: CtlArgs) -> i32 {
         CtlCommand::Arp { router } => Request::Arp {
             router: router.clone(),
         },
+        CtlCommand::Nat { router } => Request::Nat {
+            router: router.clone(),
+        },
+        CtlCommand::Conntrack { words } => {
+            match Request::parse(&format!("conntrack {}", words.join(" "))) {
+                Ok(r) => r,
+                Err(e) => return fail(&e.0),
+            }
+        }
         CtlCommand::Route { op, router, words } => {
             match Request::parse(&format!("route {op} {router} {}", words.join(" "))) {
                 Ok(r) => r,
@@ -423,6 +442,14 @@ fn ctl(args: CtlArgs) -> i32 {
         Request::Arp { .. } => {
             serde_json::from_value::<Vec<ArpView>>(result).map(|r| render_arp(&r))
         }
+        Request::Nat { .. } => serde_json::from_value::<Vec<NatView>>(result).map(|r| render_nat(&r)),
+        Request::Conntrack { .. } => {
+            serde_json::from_value::<Vec<ConntrackView>>(result).map(|r| render_conntrack(&r))
+        }
+        Request::ConntrackFlush { .. } => Ok(format!(
+            "{} flows forgotten\n",
+            result.get("flushed").and_then(|v| v.as_u64()).unwrap_or(0)
+        )),
         Request::RouteAdd { .. } => Ok("route added\n".to_string()),
         Request::RouteDel { .. } => Ok("route removed\n".to_string()),
     };
@@ -540,6 +567,72 @@ fn render_routers(routers: &[RouterView]) -> String {
         ));
     }
     out
+}
+
+fn render_nat(rows: &[NatView]) -> String {
+    if rows.is_empty() {
+        return "no router has NAT rules\n".into();
+    }
+    let mut out = String::new();
+    for n in rows {
+        out.push_str(&format!(
+            "router {}: {} of {} flows tracked\n",
+            n.router, n.flows, n.max_flows
+        ));
+        for m in &n.masquerade {
+            let from = if m.sources.is_empty() {
+                "any".to_string()
+            } else {
+                m.sources.join(",")
+            };
+            let except = if m.except.is_empty() {
+                String::new()
+            } else {
+                format!(" except to {}", m.except.join(","))
+            };
+            out.push_str(&format!("  masquerade from {from} out {}{except}\n", m.out));
+        }
+        for f in &n.forwards {
+            out.push_str(&format!(
+                "  forward {} {}:{} -> {}\n",
+                f.proto,
+                f.address.clone().unwrap_or_else(|| f.iface.clone()),
+                f.ports,
+                f.to
+            ));
+        }
+    }
+    out
+}
+
+fn render_conntrack(rows: &[ConntrackView]) -> String {
+    if rows.is_empty() {
+        return "no flows\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|c| {
+            vec![
+                c.router.clone(),
+                c.proto.clone(),
+                c.inside.clone(),
+                c.outside.clone(),
+                c.translated.clone(),
+                c.state.clone(),
+                format!("{}s", c.age_secs),
+                format!("{}s", c.expires_in_secs),
+                format!("{}/{}", c.packets[0], c.packets[1]),
+                format!("{}/{}", c.bytes[0], c.bytes[1]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ROUTER", "PROTO", "INSIDE", "REMOTE", "TRANSLATED", "STATE", "AGE", "EXPIRES",
+            "PACKETS", "BYTES",
+        ],
+        &rows,
+    )
 }
 
 fn render_routes(rows: &[RouteView]) -> String {

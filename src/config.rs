@@ -34,6 +34,18 @@
 //! via = "10.0.3.254"             # the gateway; or leave it out and name the interface:
 //! dev = "lan"                    # optional when via is on a connected network
 //! metric = 0                     # lower wins among routes to the same network
+//! [[routers.gw.masquerade]]      # iptables ... -s 10.0.3.0/24 ! -d 10.0.3.0/24 -o wan -j MASQUERADE
+//! out = "wan"                    # the outside interface (its address is used)
+//! sources = ["10.0.3.0/24"]      # default: every source
+//! except = ["10.0.3.0/24"]       # destinations left alone
+//! [[routers.gw.forwards]]        # a port forward (DNAT)
+//! proto = "tcp"                  # or "udp"
+//! iface = "wan"                  # arriving at this interface's address(es)
+//! port = 8080                    # or "8080-8089"
+//! to = "10.0.3.10:80"            # the inside host (a range maps one to one)
+//! [routers.gw.conntrack]
+//! max_flows = 65536              # new flows are refused (and counted) beyond this
+//! port_range = "1024-65535"      # ports masqueraded flows may get
 //! ```
 //!
 //! Unknown keys are errors, and every error names the line and the key, so a
@@ -74,6 +86,54 @@ pub struct RouterSection {
     pub routes: Vec<RouteSection>,
     /// Bound on the neighbour cache.
     pub arp_cache_size: Option<usize>,
+    /// Masquerade rules.
+    #[serde(default)]
+    pub masquerade: Vec<MasqueradeSection>,
+    /// Port forwards.
+    #[serde(default)]
+    pub forwards: Vec<ForwardSection>,
+    /// Connection tracking limits.
+    pub conntrack: Option<ConntrackSection>,
+}
+
+/// One `[[routers.NAME.masquerade]]` entry.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MasqueradeSection {
+    /// The outside interface.
+    pub out: String,
+    /// Source networks (default: all).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Destinations left untranslated.
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// One `[[routers.NAME.forwards]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The outside interface.
+    pub iface: String,
+    /// One of its addresses only.
+    pub address: Option<Ipv4Addr>,
+    /// Port or `FIRST-LAST`.
+    pub port: toml::Value,
+    /// Inside `ADDRESS:PORT`.
+    pub to: String,
+}
+
+/// `[routers.NAME.conntrack]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackSection {
+    /// Most flows tracked at once.
+    pub max_flows: Option<usize>,
+    /// Ports masqueraded flows may get, `FIRST-LAST`.
+    pub port_range: Option<String>,
 }
 
 /// One `[routers.NAME.interfaces.IFACE]` table.
@@ -202,6 +262,36 @@ pub struct RouterPlan {
     pub routes: Vec<StaticRoute>,
     /// Neighbour cache bound, if not the default.
     pub arp_cache_size: Option<usize>,
+    /// Masquerade rules.
+    pub masquerade: Vec<crate::router::nat::rules::MasqueradeConfig>,
+    /// Port forwards.
+    pub forwards: Vec<crate::router::nat::rules::ForwardConfig>,
+    /// Flow table bound, if not the default.
+    pub conntrack_max: Option<usize>,
+    /// Masquerade port range, if not the default.
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// Reads `1234` or `"1000-2000"` as a port range.
+fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
+    let (a, b) = match v.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (v.trim(), v.trim()),
+    };
+    let a: u16 = a.parse().map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
+    let b: u16 = b.parse().map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
+    if a == 0 || a > b {
+        return Err(format!("{v:?}: ports run from 1 to 65535, first <= last"));
+    }
+    Ok((a, b))
+}
+
+fn parse_nets(list: &[String], at: &str) -> Result<Vec<ipnet::Ipv4Net>, ConfigError> {
+    list.iter()
+        .map(|n| {
+            StaticRoute::parse_destination(n).map_err(|e| ConfigError(format!("{at}: {e}")))
+        })
+        .collect()
 }
 
 /// What the daemon runs.
@@ -484,6 +574,70 @@ fn router_plan(
             metric: route.metric,
         });
     }
+    let mut masquerade = Vec::new();
+    for (n, m) in r.masquerade.into_iter().enumerate() {
+        let at = format!("routers.{name}.masquerade[{n}]");
+        masquerade.push(crate::router::nat::rules::MasqueradeConfig {
+            out: m.out,
+            sources: parse_nets(&m.sources, &format!("{at}.sources"))?,
+            except: parse_nets(&m.except, &format!("{at}.except"))?,
+        });
+    }
+    let mut forwards = Vec::new();
+    for (n, f) in r.forwards.into_iter().enumerate() {
+        let at = format!("routers.{name}.forwards[{n}]");
+        let proto = match f.proto.as_str() {
+            "tcp" => crate::router::nat::Proto::Tcp,
+            "udp" => crate::router::nat::Proto::Udp,
+            p => {
+                return Err(ConfigError(format!(
+                    "{at}.proto: {p:?}; port forwards are \"tcp\" or \"udp\""
+                )));
+            }
+        };
+        let ports = match &f.port {
+            toml::Value::Integer(p) => u16::try_from(*p)
+                .ok()
+                .filter(|p| *p > 0)
+                .map(|p| (p, p))
+                .ok_or_else(|| ConfigError(format!("{at}.port: {p} is not a port")))?,
+            toml::Value::String(s) => {
+                parse_port_range(s).map_err(|e| ConfigError(format!("{at}.port: {e}")))?
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "{at}.port: {other} is not a port or \"FIRST-LAST\""
+                )));
+            }
+        };
+        let to: std::net::SocketAddrV4 = f.to.parse().map_err(|_| {
+            ConfigError(format!("{at}.to: {:?} is not ADDRESS:PORT", f.to))
+        })?;
+        forwards.push(crate::router::nat::rules::ForwardConfig {
+            proto,
+            iface: f.iface,
+            outside: f.address,
+            ports,
+            to,
+        });
+    }
+    let (conntrack_max, port_range) = match r.conntrack {
+        None => (None, None),
+        Some(c) => {
+            if c.max_flows == Some(0) {
+                return Err(ConfigError(format!(
+                    "routers.{name}.conntrack.max_flows: must be at least 1"
+                )));
+            }
+            let range = c
+                .port_range
+                .as_deref()
+                .map(parse_port_range)
+                .transpose()
+                .map_err(|e| ConfigError(format!("routers.{name}.conntrack.port_range: {e}")))?;
+            (c.max_flows, range)
+        }
+    };
     if r.arp_cache_size == Some(0) {
         return Err(ConfigError(format!(
             "routers.{name}.arp_cache_size: must be at least 1"
@@ -495,6 +649,10 @@ fn router_plan(
         segments: segment_names,
         routes,
         arp_cache_size: r.arp_cache_size,
+        masquerade,
+        forwards,
+        conntrack_max,
+        port_range,
     };
     plan.build()
         .map_err(|e| ConfigError(format!("routers.{name}: {e}")))?;
@@ -508,11 +666,23 @@ impl RouterPlan {
         if let Some(n) = self.arp_cache_size {
             arp.capacity = n;
         }
+        let mut conntrack = crate::router::nat::conntrack::ConntrackConfig::default();
+        if let Some(n) = self.conntrack_max {
+            conntrack.max_flows = n;
+        }
+        if let Some(r) = self.port_range {
+            conntrack.port_range = r;
+        }
         crate::router::Router::new(crate::router::RouterConfig {
             name: self.name.clone(),
             interfaces: self.interfaces.clone(),
             routes: self.routes.clone(),
             arp,
+            nat: crate::router::NatConfig {
+                masquerade: self.masquerade.clone(),
+                forwards: self.forwards.clone(),
+                conntrack,
+            },
         })
     }
 }

@@ -35,6 +35,21 @@ pub enum Request {
         /// Restrict to this router.
         router: Option<String>,
     },
+    /// The NAT rules of one router, or of all.
+    Nat {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
+    /// The tracked flows of one router, or of all.
+    Conntrack {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
+    /// Forget the tracked flows of one router, or of all.
+    ConntrackFlush {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
     /// Add a static route to a router.
     RouteAdd {
         /// The router.
@@ -123,6 +138,18 @@ impl Request {
             ["arp", r] => Ok(Request::Arp {
                 router: Some(r.to_string()),
             }),
+            ["nat"] => Ok(Request::Nat { router: None }),
+            ["nat", r] => Ok(Request::Nat {
+                router: Some(r.to_string()),
+            }),
+            ["conntrack"] => Ok(Request::Conntrack { router: None }),
+            ["conntrack", "flush"] => Ok(Request::ConntrackFlush { router: None }),
+            ["conntrack", "flush", r] => Ok(Request::ConntrackFlush {
+                router: Some(r.to_string()),
+            }),
+            ["conntrack", r] => Ok(Request::Conntrack {
+                router: Some(r.to_string()),
+            }),
             ["route", op @ ("add" | "del"), router, dest, rest @ ..] => {
                 let dest = StaticRoute::parse_destination(dest).map_err(BadRequest)?;
                 let (gateway, dev, metric) = route_options(rest)?;
@@ -153,7 +180,8 @@ impl Request {
             [] => Err(BadRequest("empty request".into())),
             _ => Err(BadRequest(format!(
                 "unknown request {line:?}; known: ports, macs [SEGMENT], stats, stats reset, \
-                 routers, routes [ROUTER], arp [ROUTER], route add|del ROUTER DEST ..."
+                 routers, routes [ROUTER], arp [ROUTER], route add|del ROUTER DEST ..., \
+                 nat [ROUTER], conntrack [flush] [ROUTER]"
             ))),
         }
     }
@@ -171,6 +199,12 @@ impl Request {
             Request::Routes { router: Some(r) } => format!("routes {r}"),
             Request::Arp { router: None } => "arp".into(),
             Request::Arp { router: Some(r) } => format!("arp {r}"),
+            Request::Nat { router: None } => "nat".into(),
+            Request::Nat { router: Some(r) } => format!("nat {r}"),
+            Request::Conntrack { router: None } => "conntrack".into(),
+            Request::Conntrack { router: Some(r) } => format!("conntrack {r}"),
+            Request::ConntrackFlush { router: None } => "conntrack flush".into(),
+            Request::ConntrackFlush { router: Some(r) } => format!("conntrack flush {r}"),
             Request::RouteAdd { router, route } => {
                 let mut line = format!("route add {router} {}", route.dest);
                 push_options(&mut line, route.gateway, route.iface.as_deref(), Some(route.metric));
@@ -219,6 +253,14 @@ mod tests {
             Request::ResetCounters,
             Request::Routers,
             Request::Routes { router: None },
+            Request::Nat { router: None },
+            Request::Conntrack {
+                router: Some("gw".into()),
+            },
+            Request::ConntrackFlush { router: None },
+            Request::ConntrackFlush {
+                router: Some("gw".into()),
+            },
             Request::Arp {
                 router: Some("gw".into()),
             },

@@ -1,6 +1,7 @@
 //! JSON views of the routers: interfaces, routes, ARP caches, counters.
 //! Built by the server, rendered by the CLI.
 
+use crate::router::nat::Direction;
 use crate::router::{Router, RouterCounters};
 use crate::switch::{Engine, PortId};
 use crate::time::Instant;
@@ -140,4 +141,151 @@ pub fn arp(router: &Router, now: Instant, rows: &mut Vec<ArpView>) {
             queued: e.queued,
         });
     }
+}
+
+/// One masquerade rule in `ctl nat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MasqueradeView {
+    /// The outside interface.
+    pub out: String,
+    /// Source networks (empty: all).
+    pub sources: Vec<String>,
+    /// Destinations left alone.
+    pub except: Vec<String>,
+}
+
+/// One port forward in `ctl nat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardView {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The outside interface.
+    pub iface: String,
+    /// Its address the forward is bound to (none: all of them).
+    pub address: Option<String>,
+    /// `FIRST-LAST` outside ports.
+    pub ports: String,
+    /// Inside `ADDRESS:PORT` of the first port.
+    pub to: String,
+}
+
+/// One router in `ctl nat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NatView {
+    /// The router.
+    pub router: String,
+    /// Its masquerade rules.
+    pub masquerade: Vec<MasqueradeView>,
+    /// Its port forwards.
+    pub forwards: Vec<ForwardView>,
+    /// Flows tracked now.
+    pub flows: usize,
+    /// The table's bound.
+    pub max_flows: usize,
+    /// Table statistics.
+    pub stats: serde_json::Value,
+}
+
+/// One flow in `ctl conntrack`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConntrackView {
+    /// The router.
+    pub router: String,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    /// The inside host's address and port, as it sent.
+    pub inside: String,
+    /// The remote end's address and port.
+    pub outside: String,
+    /// The router's address and port standing in for the inside host (or,
+    /// for a port forward, the outside address it was reached at).
+    pub translated: String,
+    /// `masquerade` or `forward`.
+    pub kind: String,
+    /// Connection state.
+    pub state: String,
+    /// Seconds since the first packet.
+    pub age_secs: u64,
+    /// Seconds of silence left before it expires.
+    pub expires_in_secs: u64,
+    /// Packets from the initiator, and back.
+    pub packets: [u64; 2],
+    /// Bytes from the initiator, and back.
+    pub bytes: [u64; 2],
+}
+
+fn name_of(router: &Router, i: crate::router::IfaceId) -> String {
+    router
+        .interfaces()
+        .get(i.index())
+        .map(|x| x.name.clone())
+        .unwrap_or_default()
+}
+
+fn lower(v: impl Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Builds one router's `ctl nat` entry; `None` when it has no NAT.
+pub fn nat(router: &Router) -> Option<NatView> {
+    let nat = router.nat()?;
+    let rules = nat.rules();
+    Some(NatView {
+        router: router.name().to_string(),
+        masquerade: rules
+            .masquerade
+            .iter()
+            .map(|m| MasqueradeView {
+                out: name_of(router, m.out),
+                sources: m.sources.iter().map(|n| n.to_string()).collect(),
+                except: m.except.iter().map(|n| n.to_string()).collect(),
+            })
+            .collect(),
+        forwards: rules
+            .forwards
+            .iter()
+            .map(|f| ForwardView {
+                proto: lower(f.proto),
+                iface: name_of(router, f.iface),
+                address: f.outside.map(|a| a.to_string()),
+                ports: format!("{}-{}", f.ports.0, f.ports.1),
+                to: format!("{}:{}", f.inside, f.inside_port),
+            })
+            .collect(),
+        flows: nat.table().len(),
+        max_flows: nat.table().config().max_flows,
+        stats: serde_json::to_value(nat.stats()).unwrap_or_default(),
+    })
+}
+
+/// Appends one router's tracked flows.
+pub fn conntrack(router: &Router, now: Instant, rows: &mut Vec<ConntrackView>) {
+    let Some(nat) = router.nat() else {
+        return;
+    };
+    let table = nat.table();
+    for (_, f) in table.flows() {
+        let (inside, outside, translated) = if f.dnat {
+            (f.reply.src, f.original.src, f.original.dst)
+        } else {
+            (f.original.src, f.original.dst, f.reply.dst)
+        };
+        rows.push(ConntrackView {
+            router: router.name().to_string(),
+            proto: lower(f.original.proto),
+            inside: inside.to_string(),
+            outside: outside.to_string(),
+            translated: translated.to_string(),
+            kind: if f.dnat { "forward" } else { "masquerade" }.into(),
+            state: lower(f.state),
+            age_secs: now.saturating_since(f.created).as_secs(),
+            expires_in_secs: table.expires_at(f).saturating_since(now).as_secs(),
+            packets: [f.packets[Direction::Original.index()], f.packets[Direction::Reply.index()]],
+            bytes: [f.bytes[Direction::Original.index()], f.bytes[Direction::Reply.index()]],
+        });
+    }
+    rows.sort_by(|a, b| (&a.proto, &a.inside, &a.outside).cmp(&(&b.proto, &b.inside, &b.outside)));
 }

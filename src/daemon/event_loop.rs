@@ -651,6 +651,29 @@ impl Daemon {
                 }
                 serde_json::to_value(rows)
             }
+            Request::Nat { router } => {
+                let rows: Vec<_> = self
+                    .routers_named(router.as_deref())?
+                    .iter()
+                    .filter_map(|h| router_views::nat(&h.borrow().router))
+                    .collect();
+                serde_json::to_value(rows)
+            }
+            Request::Conntrack { router } => {
+                let mut rows = Vec::new();
+                for h in self.routers_named(router.as_deref())? {
+                    router_views::conntrack(&h.borrow().router, now, &mut rows);
+                }
+                serde_json::to_value(rows)
+            }
+            Request::ConntrackFlush { router } => {
+                let mut flushed = 0;
+                for h in self.routers_named(router.as_deref())? {
+                    flushed += h.borrow_mut().router.flush_conntrack();
+                }
+                tracing::info!(flows = flushed, "connection tracking flushed");
+                Ok(serde_json::json!({ "flushed": flushed }))
+            }
             Request::RouteAdd { router, route } => {
                 let host = self.routers_named(Some(router))?.remove(0);
                 host.borrow_mut()

@@ -136,6 +136,10 @@ pub(crate) struct RouterIfacePlug {
     host: SharedRouter,
     iface: IfaceId,
     description: String,
+    /// Whether super-frames may reach the router whole (not when it
+    /// translates addresses: a pending checksum would need different
+    /// arithmetic).
+    offload: bool,
 }
 
 impl Plug for RouterIfacePlug {
@@ -172,7 +176,7 @@ impl Plug for RouterIfacePlug {
     /// travels on with the frame to the egress port (done there by the tap
     /// or by software segmentation).
     fn accepts_offload(&self) -> bool {
-        true
+        self.offload
     }
 
     fn description(&self) -> &str {
@@ -222,6 +226,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
             host: host.clone(),
             iface: IfaceId(i as u16),
             description: description.clone(),
+            offload: host.borrow().router.nat().is_none(),
         };
         let port = d
             .add_port(

@@ -28,7 +28,9 @@ pub use arp_cache::{ArpCache, ArpConfig};
 pub use counters::RouterCounters;
 pub use interface::{InterfaceConfig, stable_mac};
 pub use route_table::{Route, RouteError, RouteKind, RouteTable};
-pub use router::{ETHERNET_HEADER_LEN, Router, RouterConfig, RouterError, StaticRoute, Transmit};
+pub use router::{
+    ETHERNET_HEADER_LEN, NatConfig, Router, RouterConfig, RouterError, StaticRoute, Transmit,
+};
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,10 @@ use super::counters::RouterCounters;
 use super::fragment::Fragmenter;
 use super::icmp::{self, IcmpError};
 use super::interface::InterfaceConfig;
+use super::nat::conntrack::ConntrackConfig;
+use super::nat::rewrite::Classified;
+use super::nat::rules::{ForwardConfig, MasqueradeConfig, MasqueradeRule, NatRules, PortForward};
+use super::nat::translator::{Egress, Ingress, Nat, Translation};
 use super::rate_limit::RateLimiter;
 use super::route_table::{Route, RouteError, RouteKind, RouteTable};
 use crate::mac::MacAddr;
@@ -108,6 +112,19 @@ pub struct RouterConfig {
     pub routes: Vec<StaticRoute>,
     /// Neighbour cache tuning.
     pub arp: ArpConfig,
+    /// Address translation; none when both rule lists are empty.
+    pub nat: NatConfig,
+}
+
+/// A router's NAT as configured.
+#[derive(Debug, Clone, Default)]
+pub struct NatConfig {
+    /// Masquerade rules, first match wins.
+    pub masquerade: Vec<MasqueradeConfig>,
+    /// Port forwards, first match wins.
+    pub forwards: Vec<ForwardConfig>,
+    /// Flow table size, port range and timeouts.
+    pub conntrack: ConntrackConfig,
 }
 
 /// A request the router cannot carry out, said so a person can fix it.
@@ -137,6 +154,8 @@ pub struct Router {
     scratch: Vec<u8>,
     /// Events from the ARP cache's timers (reused).
     arp_events: Vec<ArpEvent>,
+    /// Address translation, when the router has rules.
+    nat: Option<Nat>,
 }
 
 impl fmt::Debug for Router {
@@ -170,6 +189,7 @@ impl Router {
             next_ip_id: 1,
             scratch: Vec::new(),
             arp_events: Vec::new(),
+            nat: None,
         };
         for (i, iface) in config.interfaces.into_iter().enumerate() {
             if router.interfaces.iter().any(|o| o.name == iface.name) {
@@ -209,7 +229,96 @@ impl Router {
         for route in config.routes {
             router.add_route(route)?;
         }
+        let rules = router.resolve_nat(&config.nat)?;
+        if !rules.is_empty() {
+            router.nat = Some(Nat::new(rules, config.nat.conntrack));
+        }
         Ok(router)
+    }
+
+    /// Checks NAT rules against the interfaces and resolves their names.
+    fn resolve_nat(&self, config: &NatConfig) -> Result<NatRules, RouterError> {
+        let iface = |name: &str, what: &str| {
+            self.iface_by_name(name).ok_or_else(|| {
+                RouterError(format!(
+                    "router {:?}: {what} names interface {name:?}, which it does not have",
+                    self.name
+                ))
+            })
+        };
+        let mut rules = NatRules::default();
+        for m in &config.masquerade {
+            let out = iface(&m.out, "a masquerade rule")?;
+            if self.interfaces[out.index()].addresses.is_empty() {
+                return Err(RouterError(format!(
+                    "router {:?}: masquerade out of {:?}, which has no address to masquerade as",
+                    self.name, m.out
+                )));
+            }
+            rules.masquerade.push(MasqueradeRule {
+                out,
+                sources: m.sources.iter().map(|n| n.trunc()).collect(),
+                except: m.except.iter().map(|n| n.trunc()).collect(),
+            });
+        }
+        for f in &config.forwards {
+            let at = iface(&f.iface, "a port forward")?;
+            let addrs = &self.interfaces[at.index()].addresses;
+            if let Some(a) = f.outside
+                && !addrs.iter().any(|n| n.addr() == a)
+            {
+                return Err(RouterError(format!(
+                    "router {:?}: port forward on {a}, which is not an address of {:?}",
+                    self.name, f.iface
+                )));
+            }
+            if addrs.is_empty() {
+                return Err(RouterError(format!(
+                    "router {:?}: port forward on {:?}, which has no address",
+                    self.name, f.iface
+                )));
+            }
+            if f.ports.0 == 0 || f.ports.0 > f.ports.1 {
+                return Err(RouterError(format!(
+                    "router {:?}: port forward range {}-{} is empty or starts at 0",
+                    self.name, f.ports.0, f.ports.1
+                )));
+            }
+            let span = f.ports.1 - f.ports.0;
+            if f.to.port() == 0 || u32::from(f.to.port()) + u32::from(span) > 65535 {
+                return Err(RouterError(format!(
+                    "router {:?}: port forward to {} cannot take {} ports",
+                    self.name,
+                    f.to,
+                    u32::from(span) + 1
+                )));
+            }
+            if !matches!(f.proto, super::nat::Proto::Tcp | super::nat::Proto::Udp) {
+                return Err(RouterError(format!(
+                    "router {:?}: port forwards are for tcp or udp",
+                    self.name
+                )));
+            }
+            rules.forwards.push(PortForward {
+                proto: f.proto,
+                iface: at,
+                outside: f.outside,
+                ports: f.ports,
+                inside: *f.to.ip(),
+                inside_port: f.to.port(),
+            });
+        }
+        Ok(rules)
+    }
+
+    /// The router's NAT (rules and flow table), if it has rules.
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
+    }
+
+    /// Forgets every tracked flow; returns how many there were.
+    pub fn flush_conntrack(&mut self) -> usize {
+        self.nat.as_mut().map_or(0, Nat::flush)
     }
 
     /// The router's name.
@@ -392,12 +501,21 @@ impl Router {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.arp.poll_timeout()
+        let nat = self.nat.as_ref().and_then(Nat::poll_timeout);
+        match (self.arp.poll_timeout(), nat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// ARP retries, failed resolutions (answered with ICMP host
     /// unreachable) and cache expiry.
     pub fn handle_timeout(&mut self, now: Instant, tx: &mut impl Transmit) {
+        if let Some(nat) = &mut self.nat
+            && nat.poll_timeout().is_some_and(|t| t <= now)
+        {
+            nat.handle_timeout(now);
+        }
         let mut events = std::mem::take(&mut self.arp_events);
         events.clear();
         self.arp.handle_timeout(now, &mut events);
@@ -460,7 +578,7 @@ impl Router {
             ETHERTYPE_ARP => self.handle_arp(now, iface, payload, tx),
             ETHERTYPE_IPV4 if to_us => {
                 let largest = wire_len.min(frame.len()).saturating_sub(ETHERNET_HEADER_LEN);
-                self.handle_ipv4(now, payload, largest, tx)
+                self.handle_ipv4(now, iface, payload, largest, tx)
             }
             // IPv4 to the broadcast MAC: DHCP and the like, none of which
             // a plain router serves.
@@ -519,7 +637,14 @@ impl Router {
         }
     }
 
-    fn handle_ipv4(&mut self, now: Instant, payload: &[u8], largest: usize, tx: &mut impl Transmit) {
+    fn handle_ipv4(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        payload: &[u8],
+        largest: usize,
+        tx: &mut impl Transmit,
+    ) {
         let Ok(packet) = Ipv4Packet::new_checked(payload) else {
             self.counters.dropped_malformed += 1;
             return;
@@ -539,6 +664,18 @@ impl Router {
             self.counters.dropped_broadcast += 1;
             return;
         }
+        let largest = largest.min(packet_bytes.len());
+        let mut class = None;
+        if let Some(nat) = &mut self.nat {
+            match nat.ingress(now, iface, packet_bytes, &self.local, &mut self.counters) {
+                Ingress::Pass(c) => class = Some(c),
+                Ingress::Translate(t) => {
+                    self.forward(now, packet_bytes, largest, Some(t), None, tx);
+                    return;
+                }
+                Ingress::Drop => return,
+            }
+        }
         if self.local.iter().any(|(a, _)| *a == dst) {
             self.deliver_local(now, packet_bytes, tx);
             return;
@@ -547,25 +684,44 @@ impl Router {
             self.counters.dropped_broadcast += 1;
             return;
         }
-        self.forward(now, packet_bytes, largest.min(packet_bytes.len()), tx);
+        self.forward(now, packet_bytes, largest, None, class, tx);
     }
 
     /// Forwards a valid packet that is not for the router; `largest` is its
     /// largest piece on the wire (less than its length for a super-frame).
-    fn forward(&mut self, now: Instant, packet: &[u8], largest: usize, tx: &mut impl Transmit) {
+    /// `xlate`: the NAT rewrite it gets (its flow's), if known on arrival;
+    /// `class`: otherwise, what NAT saw in it, so a masquerade rule can
+    /// open a flow once the route is known.
+    fn forward(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        largest: usize,
+        mut xlate: Option<Translation>,
+        class: Option<Classified>,
+        tx: &mut impl Transmit,
+    ) {
         let header = Ipv4Packet::new_unchecked(packet);
         if header.hop_limit() <= 1 {
             self.counters.ttl_exceeded += 1;
             self.send_icmp_error(now, tx, IcmpError::TimeExceeded, packet);
             return;
         }
-        let dst = header.dst_addr();
+        let dst = xlate.map_or(header.dst_addr(), |t| t.destination());
         let Some(route) = self.routes.lookup(dst) else {
             self.counters.dropped_no_route += 1;
             self.send_icmp_error(now, tx, IcmpError::NetUnreachable, packet);
             return;
         };
         let (out, hop) = (route.iface, route.gateway.unwrap_or(dst));
+        if let (Some(class), Some(nat)) = (class, &mut self.nat) {
+            let outside = self.interfaces[out.index()].source_for(dst);
+            match nat.egress(now, class, packet, out, outside, &mut self.counters) {
+                Egress::Pass => {}
+                Egress::Translate(t) => xlate = Some(t),
+                Egress::Drop => return,
+            }
+        }
         let mtu = usize::from(self.interfaces[out.index()].mtu);
         if largest > mtu {
             // A super-frame cannot be fragmented; its pieces would be TCP
@@ -576,7 +732,7 @@ impl Router {
                 let mtu = mtu as u16;
                 self.send_icmp_error(now, tx, IcmpError::FragmentationNeeded { mtu }, packet);
             } else {
-                self.forward_fragmented(now, packet, out, hop, mtu, tx);
+                self.forward_fragmented(now, packet, xlate, out, hop, mtu, tx);
             }
             return;
         }
@@ -590,6 +746,12 @@ impl Router {
             return;
         }
         buf[ETHERNET_HEADER_LEN..end].copy_from_slice(packet);
+        if let Some(t) = xlate
+            && !t.apply(&mut buf[ETHERNET_HEADER_LEN..end])
+        {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
         decrement_ttl(&mut buf[ETHERNET_HEADER_LEN..end]);
         self.counters.forwarded += 1;
         self.finish(now, tx, out, hop, packet.len(), true);
@@ -597,10 +759,12 @@ impl Router {
 
     /// Splits a too-big packet (DF clear) into fragments that fit `mtu`,
     /// each sent like a packet of its own.
+    #[allow(clippy::too_many_arguments)]
     fn forward_fragmented(
         &mut self,
         now: Instant,
         packet: &[u8],
+        xlate: Option<Translation>,
         out: IfaceId,
         hop: Ipv4Addr,
         mtu: usize,
@@ -609,6 +773,13 @@ impl Router {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(packet);
+        if let Some(t) = xlate
+            && !t.apply(&mut scratch)
+        {
+            self.counters.dropped_malformed += 1;
+            self.scratch = scratch;
+            return;
+        }
         decrement_ttl(&mut scratch);
         match Fragmenter::new(&scratch, mtu) {
             None => self.counters.dropped_malformed += 1,

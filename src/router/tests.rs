@@ -116,6 +116,7 @@ fn standard() -> RouterConfig {
         ],
         routes: Vec::new(),
         arp: ArpConfig::default(),
+        nat: crate::router::NatConfig::default(),
     }
 }
 
@@ -840,6 +841,7 @@ fn routers_are_separate_vrfs_with_overlapping_addresses() {
         ],
         routes: Vec::new(),
         arp: ArpConfig::default(),
+        nat: crate::router::NatConfig::default(),
     };
     let mut red = Rig::new(config("red", "10.1.0.1/24"));
     let mut blue = Rig::new(config("blue", "10.2.0.1/24"));
@@ -901,6 +903,7 @@ fn proxy_arp_answers_for_hosts_routed_out_of_another_interface() {
             metric: 0,
         }],
         arp: ArpConfig::default(),
+        nat: crate::router::NatConfig::default(),
     };
     let h = Host::new(mac(0x31), "10.30.0.11");
     let t = secs(1);

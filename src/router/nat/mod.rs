@@ -20,6 +20,7 @@
 pub mod conntrack;
 pub mod rewrite;
 pub mod rules;
+pub mod translator;
 
 use std::net::SocketAddrV4;
 
