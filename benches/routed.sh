@@ -13,6 +13,10 @@
 #   kernel  Linux forwarding (ip_forward=1) in a middle namespace, joined to
 #           lan and wan by veth pairs with every offload off (TSO, GSO, GRO,
 #           tx and rx checksum): 1500-byte frames, as on a plain tap
+#   sbofl   switchboard as above with tap_offload = true (the default):
+#           TSO super-frames routed whole (not in the default rows)
+#   kernelofl  Linux forwarding with veth offloads left on (GRO/TSO), the
+#           reference for sbofl (not in the default rows)
 #   vdel3   vde_l3 (vde2's userspace router) between two vde_switches, each
 #           host's tap attached by vde_plug2tap; only if vde_l3 is installed
 #
@@ -166,7 +170,11 @@ offloads_off() {
 
 has_link() { ip -n "$1" link show "$2"; }
 
-setup_sb() {
+setup_sb() { sb_router false "switchboard router (taps)"; }
+setup_sbofl() { sb_router true "switchboard router, offloads"; }
+
+# sb_router OFFLOAD LABEL : switchboard routing between two tap segments.
+sb_router() {
   local r="$P-rt" conf="$TMPD/${SCN}switchboard.toml" ctl="$TMPD/${SCN}control"
   mk_ns "$P-lan"; mk_ns "$r"; mk_ns "$P-wan"
   cat >"$conf" <<EOF
@@ -174,12 +182,12 @@ control = "$ctl"
 
 [segments.lan]
 taps = ["$P-l0"]
-tap_offload = false
+tap_offload = $1
 mtu = 1500
 
 [segments.wan]
 taps = ["$P-w0"]
-tap_offload = false
+tap_offload = $1
 mtu = 1500
 
 [routers.gw.interfaces.lan]
@@ -197,21 +205,27 @@ EOF
   ip -n "$r" link set "$P-l0" netns "$P-lan"
   ip -n "$r" link set "$P-w0" netns "$P-wan"
   hosts "$P-l0" "$P-w0"
-  LABEL="switchboard router (taps)"
+  LABEL=$2
 }
 
-setup_kernel() {
+setup_kernel() { kernel_router off "kernel forwarding, no offload"; }
+setup_kernelofl() { kernel_router on "kernel forwarding, offloads"; }
+
+# kernel_router on|off LABEL : Linux forwarding between two veth pairs.
+kernel_router() {
   local r="$P-rt"
   mk_ns "$P-lan"; mk_ns "$r"; mk_ns "$P-wan"
   ip link add name "$P-l0" netns "$P-lan" type veth peer name "$P-l1" netns "$r"
   ip link add name "$P-w0" netns "$P-wan" type veth peer name "$P-w1" netns "$r"
-  offloads_off "$P-lan" "$P-l0"; offloads_off "$r" "$P-l1"
-  offloads_off "$r" "$P-w1"; offloads_off "$P-wan" "$P-w0"
+  if [ "$1" = off ]; then
+    offloads_off "$P-lan" "$P-l0"; offloads_off "$r" "$P-l1"
+    offloads_off "$r" "$P-w1"; offloads_off "$P-wan" "$P-w0"
+  fi
   addr "$r" "$P-l1" 10.78.1.1/24
   addr "$r" "$P-w1" 10.78.2.1/24
   ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
   hosts "$P-l0" "$P-w0"
-  LABEL="kernel forwarding, no offload"
+  LABEL=$2
 }
 
 # Debian's vde_l3 (vde2 2.3.2) walks an uninitialised neighbour-list pointer
@@ -346,7 +360,7 @@ main() {
     log "vde_l3 is not installed (apt-get install vde2): no vdel3 row"
     SCENARIOS=${SCENARIOS//vdel3/}
   fi
-  if [[ " $SCENARIOS " == *" sb "* ]] && [ ! -x "$SB" ]; then
+  if [[ " $SCENARIOS " == *" sb"* ]] && [ ! -x "$SB" ]; then
     log "building $SB"
     (cd "$ROOT" && cargo build --release --bin switchboard) >&2 ||
       { echo "routed.sh: cannot build switchboard" >&2; exit 2; }

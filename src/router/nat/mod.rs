@@ -22,6 +22,9 @@ pub mod rewrite;
 pub mod rules;
 pub mod translator;
 
+#[cfg(test)]
+mod router_tests;
+
 use std::net::SocketAddrV4;
 
 /// The transport protocols NAT tracks.
