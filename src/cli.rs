@@ -442,7 +442,9 @@ fn ctl(args: CtlArgs) -> i32 {
         Request::Arp { .. } => {
             serde_json::from_value::<Vec<ArpView>>(result).map(|r| render_arp(&r))
         }
-        Request::Nat { .. } => serde_json::from_value::<Vec<NatView>>(result).map(|r| render_nat(&r)),
+        Request::Nat { .. } => {
+            serde_json::from_value::<Vec<NatView>>(result).map(|r| render_nat(&r))
+        }
         Request::Conntrack { .. } => {
             serde_json::from_value::<Vec<ConntrackView>>(result).map(|r| render_conntrack(&r))
         }
@@ -562,7 +564,15 @@ fn render_routers(routers: &[RouterView]) -> String {
             })
             .collect();
         out.push_str(&table(
-            &["  IFACE", "SEGMENT", "PORT", "MAC", "MTU", "PROXY-ARP", "ADDRESSES"],
+            &[
+                "  IFACE",
+                "SEGMENT",
+                "PORT",
+                "MAC",
+                "MTU",
+                "PROXY-ARP",
+                "ADDRESSES",
+            ],
             &rows,
         ));
     }
@@ -628,8 +638,16 @@ fn render_conntrack(rows: &[ConntrackView]) -> String {
         .collect();
     table(
         &[
-            "ROUTER", "PROTO", "INSIDE", "REMOTE", "TRANSLATED", "STATE", "AGE", "EXPIRES",
-            "PACKETS", "BYTES",
+            "ROUTER",
+            "PROTO",
+            "INSIDE",
+            "REMOTE",
+            "TRANSLATED",
+            "STATE",
+            "AGE",
+            "EXPIRES",
+            "PACKETS",
+            "BYTES",
         ],
         &rows,
     )
@@ -652,7 +670,17 @@ fn render_routes(rows: &[RouteView]) -> String {
             ]
         })
         .collect();
-    table(&["ROUTER", "DESTINATION", "GATEWAY", "IFACE", "METRIC", "KIND"], &rows)
+    table(
+        &[
+            "ROUTER",
+            "DESTINATION",
+            "GATEWAY",
+            "IFACE",
+            "METRIC",
+            "KIND",
+        ],
+        &rows,
+    )
 }
 
 fn render_arp(rows: &[ArpView]) -> String {
@@ -673,7 +701,12 @@ fn render_arp(rows: &[ArpView]) -> String {
             ]
         })
         .collect();
-    table(&["ROUTER", "IFACE", "ADDRESS", "MAC", "STATE", "AGE", "QUEUED"], &rows)
+    table(
+        &[
+            "ROUTER", "IFACE", "ADDRESS", "MAC", "STATE", "AGE", "QUEUED",
+        ],
+        &rows,
+    )
 }
 
 fn render_macs(rows: &[MacView]) -> String {

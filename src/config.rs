@@ -55,8 +55,8 @@ use crate::mac::MacAddr;
 use crate::router::{InterfaceConfig, StaticRoute, stable_mac};
 use crate::switch::SegmentConfig;
 use serde::Deserialize;
-use std::net::Ipv4Addr;
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -278,8 +278,12 @@ fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
         Some((a, b)) => (a.trim(), b.trim()),
         None => (v.trim(), v.trim()),
     };
-    let a: u16 = a.parse().map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
-    let b: u16 = b.parse().map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
+    let a: u16 = a
+        .parse()
+        .map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
+    let b: u16 = b
+        .parse()
+        .map_err(|_| format!("{v:?} is not a port or FIRST-LAST range"))?;
     if a == 0 || a > b {
         return Err(format!("{v:?}: ports run from 1 to 65535, first <= last"));
     }
@@ -288,9 +292,7 @@ fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
 
 fn parse_nets(list: &[String], at: &str) -> Result<Vec<ipnet::Ipv4Net>, ConfigError> {
     list.iter()
-        .map(|n| {
-            StaticRoute::parse_destination(n).map_err(|e| ConfigError(format!("{at}: {e}")))
-        })
+        .map(|n| StaticRoute::parse_destination(n).map_err(|e| ConfigError(format!("{at}: {e}"))))
         .collect()
 }
 
@@ -564,9 +566,8 @@ fn router_plan(
     }
     let mut routes = Vec::new();
     for (n, route) in r.routes.into_iter().enumerate() {
-        let dest = StaticRoute::parse_destination(&route.to).map_err(|e| {
-            ConfigError(format!("routers.{name}.routes[{n}].to: {e}"))
-        })?;
+        let dest = StaticRoute::parse_destination(&route.to)
+            .map_err(|e| ConfigError(format!("routers.{name}.routes[{n}].to: {e}")))?;
         routes.push(StaticRoute {
             dest,
             gateway: route.via,
@@ -610,9 +611,9 @@ fn router_plan(
                 )));
             }
         };
-        let to: std::net::SocketAddrV4 = f.to.parse().map_err(|_| {
-            ConfigError(format!("{at}.to: {:?} is not ADDRESS:PORT", f.to))
-        })?;
+        let to: std::net::SocketAddrV4 =
+            f.to.parse()
+                .map_err(|_| ConfigError(format!("{at}.to: {:?} is not ADDRESS:PORT", f.to)))?;
         forwards.push(crate::router::nat::rules::ForwardConfig {
             proto,
             iface: f.iface,

@@ -73,25 +73,30 @@ pub enum Request {
     },
 }
 
+/// Gateway, interface and metric, each if given.
+type RouteOptions = (Option<Ipv4Addr>, Option<String>, Option<u32>);
+
 /// The words after `route add ROUTER DEST`: `via GW`, `dev IFACE`,
 /// `metric N`, in any order, each at most once.
-fn route_options(
-    words: &[&str],
-) -> Result<(Option<Ipv4Addr>, Option<String>, Option<u32>), BadRequest> {
+fn route_options(words: &[&str]) -> Result<RouteOptions, BadRequest> {
     let (mut via, mut dev, mut metric) = (None, None, None);
     let mut rest = words;
     while let [key, value, tail @ ..] = rest {
         match *key {
             "via" if via.is_none() => {
-                via = Some(value.parse::<Ipv4Addr>().map_err(|_| {
-                    BadRequest(format!("via {value:?}: not an IPv4 address"))
-                })?)
+                via = Some(
+                    value
+                        .parse::<Ipv4Addr>()
+                        .map_err(|_| BadRequest(format!("via {value:?}: not an IPv4 address")))?,
+                )
             }
             "dev" if dev.is_none() => dev = Some(value.to_string()),
             "metric" if metric.is_none() => {
-                metric = Some(value.parse::<u32>().map_err(|_| {
-                    BadRequest(format!("metric {value:?}: not a number"))
-                })?)
+                metric = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| BadRequest(format!("metric {value:?}: not a number")))?,
+                )
             }
             _ => {
                 return Err(BadRequest(format!(
@@ -207,7 +212,12 @@ impl Request {
             Request::ConntrackFlush { router: Some(r) } => format!("conntrack flush {r}"),
             Request::RouteAdd { router, route } => {
                 let mut line = format!("route add {router} {}", route.dest);
-                push_options(&mut line, route.gateway, route.iface.as_deref(), Some(route.metric));
+                push_options(
+                    &mut line,
+                    route.gateway,
+                    route.iface.as_deref(),
+                    Some(route.metric),
+                );
                 line
             }
             Request::RouteDel {

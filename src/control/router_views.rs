@@ -283,8 +283,14 @@ pub fn conntrack(router: &Router, now: Instant, rows: &mut Vec<ConntrackView>) {
             state: lower(f.state),
             age_secs: now.saturating_since(f.created).as_secs(),
             expires_in_secs: table.expires_at(f).saturating_since(now).as_secs(),
-            packets: [f.packets[Direction::Original.index()], f.packets[Direction::Reply.index()]],
-            bytes: [f.bytes[Direction::Original.index()], f.bytes[Direction::Reply.index()]],
+            packets: [
+                f.packets[Direction::Original.index()],
+                f.packets[Direction::Reply.index()],
+            ],
+            bytes: [
+                f.bytes[Direction::Original.index()],
+                f.bytes[Direction::Reply.index()],
+            ],
         });
     }
     rows.sort_by(|a, b| (&a.proto, &a.inside, &a.outside).cmp(&(&b.proto, &b.inside, &b.outside)));

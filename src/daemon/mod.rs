@@ -28,9 +28,9 @@
 
 mod dgram_hub;
 mod endpoint;
-mod router_port;
 mod event_loop;
 mod forward;
+mod router_port;
 mod soft_offload;
 mod vde;
 

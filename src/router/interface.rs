@@ -86,12 +86,21 @@ mod tests {
         let iface = InterfaceConfig {
             name: "x".into(),
             mac: stable_mac("r", "x"),
-            addresses: vec!["10.0.0.1/24".parse().unwrap(), "10.9.0.1/24".parse().unwrap()],
+            addresses: vec![
+                "10.0.0.1/24".parse().unwrap(),
+                "10.9.0.1/24".parse().unwrap(),
+            ],
             mtu: 1500,
             proxy_arp: false,
         };
-        assert_eq!(iface.source_for("10.9.0.7".parse().unwrap()), Some("10.9.0.1".parse().unwrap()));
-        assert_eq!(iface.source_for("172.16.0.1".parse().unwrap()), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            iface.source_for("10.9.0.7".parse().unwrap()),
+            Some("10.9.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            iface.source_for("172.16.0.1".parse().unwrap()),
+            Some("10.0.0.1".parse().unwrap())
+        );
         assert!(iface.is_directed_broadcast("10.9.0.255".parse().unwrap()));
         assert!(!iface.is_directed_broadcast("10.9.0.254".parse().unwrap()));
     }

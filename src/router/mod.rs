@@ -20,9 +20,9 @@ pub mod icmp;
 pub mod interface;
 pub mod nat;
 pub mod rate_limit;
+pub mod route_table;
 #[allow(clippy::module_inception)]
 mod router;
-pub mod route_table;
 
 pub use arp_cache::{ArpCache, ArpConfig};
 pub use counters::RouterCounters;

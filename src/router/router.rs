@@ -29,9 +29,7 @@ use super::route_table::{Route, RouteError, RouteKind, RouteTable};
 use crate::mac::MacAddr;
 use crate::time::Instant;
 use ipnet::Ipv4Net;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpProtocol, Ipv4Packet,
-};
+use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpProtocol, Ipv4Packet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -95,7 +93,7 @@ impl StaticRoute {
                 .map_err(|_| format!("{s:?} is not an IPv4 network like 10.1.0.0/16"))
         } else {
             s.parse::<Ipv4Addr>()
-                .map(|a| Ipv4Net::from(a))
+                .map(Ipv4Net::from)
                 .map_err(|_| format!("{s:?} is not an IPv4 address, a network or \"default\""))
         }
     }
@@ -380,10 +378,7 @@ impl Router {
     pub fn add_route(&mut self, route: StaticRoute) -> Result<(), RouterError> {
         let named = match &route.iface {
             Some(name) => Some(self.iface_by_name(name).ok_or_else(|| {
-                RouterError(format!(
-                    "router {:?} has no interface {name:?}",
-                    self.name
-                ))
+                RouterError(format!("router {:?} has no interface {name:?}", self.name))
             })?),
             None => None,
         };
@@ -494,7 +489,15 @@ impl Router {
             let id = IfaceId(i as u16);
             for a in 0..self.interfaces[i].addresses.len() {
                 let addr = self.interfaces[i].addresses[a].addr();
-                self.send_arp(tx, id, ArpOperation::Request, addr, MacAddr([0; 6]), addr, MacAddr::BROADCAST);
+                self.send_arp(
+                    tx,
+                    id,
+                    ArpOperation::Request,
+                    addr,
+                    MacAddr([0; 6]),
+                    addr,
+                    MacAddr::BROADCAST,
+                );
             }
         }
     }
@@ -577,7 +580,9 @@ impl Router {
         match ethertype {
             ETHERTYPE_ARP => self.handle_arp(now, iface, payload, tx),
             ETHERTYPE_IPV4 if to_us => {
-                let largest = wire_len.min(frame.len()).saturating_sub(ETHERNET_HEADER_LEN);
+                let largest = wire_len
+                    .min(frame.len())
+                    .saturating_sub(ETHERNET_HEADER_LEN);
                 self.handle_ipv4(now, iface, payload, largest, tx)
             }
             // IPv4 to the broadcast MAC: DHCP and the like, none of which
@@ -623,17 +628,30 @@ impl Router {
             && config.proxy_arp
             && sender_ip != target_ip
             && !self.local.iter().any(|(a, _)| *a == target_ip)
-            && self.routes.lookup(target_ip).is_some_and(|r| r.iface != iface);
+            && self
+                .routes
+                .lookup(target_ip)
+                .is_some_and(|r| r.iface != iface);
         let sender_known = !sender_ip.is_unspecified();
         if sender_known {
-            let released = self.arp.learn(now, iface, sender_ip, sender_mac, ours || proxied);
+            let released = self
+                .arp
+                .learn(now, iface, sender_ip, sender_mac, ours || proxied);
             for packet in released {
                 self.send_resolved(tx, iface, sender_mac, &packet);
             }
         }
         if operation == ArpOperation::Request && (ours || proxied) {
             let mac = self.interfaces[iface.index()].mac;
-            self.send_arp(tx, iface, ArpOperation::Reply, target_ip, mac, sender_ip, sender_mac);
+            self.send_arp(
+                tx,
+                iface,
+                ArpOperation::Reply,
+                target_ip,
+                mac,
+                sender_ip,
+                sender_mac,
+            );
         }
     }
 
@@ -829,7 +847,14 @@ impl Router {
                     icmp::write_echo_reply(packet, DEFAULT_TTL, id, &mut buf[ETHERNET_HEADER_LEN..])
                 {
                     self.counters.icmp_sent += 1;
-                    self.finish(now, tx, route.iface, route.gateway.unwrap_or(src), len, false);
+                    self.finish(
+                        now,
+                        tx,
+                        route.iface,
+                        route.gateway.unwrap_or(src),
+                        len,
+                        false,
+                    );
                 }
             }
             IpProtocol::Udp | IpProtocol::Tcp => {
@@ -870,9 +895,18 @@ impl Router {
             self.counters.tx_no_buffer += 1;
             return;
         };
-        if let Some(len) = icmp::write_error(kind, src, id, original, &mut buf[ETHERNET_HEADER_LEN..]) {
+        if let Some(len) =
+            icmp::write_error(kind, src, id, original, &mut buf[ETHERNET_HEADER_LEN..])
+        {
             self.counters.icmp_sent += 1;
-            self.finish(now, tx, route.iface, route.gateway.unwrap_or(to), len, false);
+            self.finish(
+                now,
+                tx,
+                route.iface,
+                route.gateway.unwrap_or(to),
+                len,
+                false,
+            );
         }
     }
 
@@ -895,7 +929,10 @@ impl Router {
             return;
         };
         let end = ETHERNET_HEADER_LEN + len;
-        match self.arp.resolve(now, out, hop, &buf[ETHERNET_HEADER_LEN..end]) {
+        match self
+            .arp
+            .resolve(now, out, hop, &buf[ETHERNET_HEADER_LEN..end])
+        {
             Resolution::Known(mac) => {
                 write_ethernet(buf, mac, self.interfaces[out.index()].mac, ETHERTYPE_IPV4);
                 send(tx, out, end, forwarded);
@@ -930,8 +967,16 @@ impl Router {
 
     /// Asks who has `target` on `out`: broadcast, or unicast to `known` to
     /// refresh an entry.
-    fn send_arp_request(&mut self, tx: &mut impl Transmit, out: IfaceId, target: Ipv4Addr, known: Option<MacAddr>) {
-        let sender = self.source_for(out, target).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    fn send_arp_request(
+        &mut self,
+        tx: &mut impl Transmit,
+        out: IfaceId,
+        target: Ipv4Addr,
+        known: Option<MacAddr>,
+    ) {
+        let sender = self
+            .source_for(out, target)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
         self.send_arp(
             tx,
             out,
@@ -980,7 +1025,9 @@ impl Router {
             self.counters.tx_no_buffer += 1;
             return;
         }
-        repr.emit(&mut ArpPacket::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..end]));
+        repr.emit(&mut ArpPacket::new_unchecked(
+            &mut buf[ETHERNET_HEADER_LEN..end],
+        ));
         buf[end..padded].fill(0);
         write_ethernet(buf, frame_dst, own, ETHERTYPE_ARP);
         self.counters.arp_out += 1;

@@ -1259,14 +1259,24 @@ fn super_frames_are_forwarded_whole_when_their_pieces_fit() {
 
     rig.router
         .handle_frame_sized(t, LEFT, &frame, 14 + 1500, &mut rig.wire);
-    assert_eq!(rig.wire.forwarded, 1, "sent as the handled frame, offload work kept");
+    assert_eq!(
+        rig.wire.forwarded, 1,
+        "sent as the handled frame, offload work kept"
+    );
     let out = rig.wire.take();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, RIGHT);
     let (dst, src, packet) = ipv4_of(&out[0].1);
     assert_eq!((dst, src), (b.mac, R1));
-    assert_eq!(packet, &forwarded_form(&big)[..], "whole, TTL 63, checksum right");
-    assert_eq!((rig.counters().forwarded, rig.counters().frag_needed), (1, 0));
+    assert_eq!(
+        packet,
+        &forwarded_form(&big)[..],
+        "whole, TTL 63, checksum right"
+    );
+    assert_eq!(
+        (rig.counters().forwarded, rig.counters().frag_needed),
+        (1, 0)
+    );
 
     // Pieces bigger than the egress MTU: refused with the MTU to use.
     rig.router

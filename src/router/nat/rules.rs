@@ -116,7 +116,12 @@ impl NatRules {
     }
 
     /// The masquerade rule for a new flow, if any.
-    pub fn masquerade_for(&self, src: Ipv4Addr, dst: Ipv4Addr, out: IfaceId) -> Option<&MasqueradeRule> {
+    pub fn masquerade_for(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        out: IfaceId,
+    ) -> Option<&MasqueradeRule> {
         self.masquerade.iter().find(|r| r.matches(src, dst, out))
     }
 
@@ -128,7 +133,8 @@ impl NatRules {
     /// Whether interface `iface` is an outside interface (masqueraded or
     /// forwarded to): unsolicited traffic to its addresses is refused.
     pub fn is_outside(&self, iface: IfaceId) -> bool {
-        self.masquerade.iter().any(|r| r.out == iface) || self.forwards.iter().any(|f| f.iface == iface)
+        self.masquerade.iter().any(|r| r.out == iface)
+            || self.forwards.iter().any(|f| f.iface == iface)
     }
 }
 
@@ -159,13 +165,21 @@ mod tests {
         assert!(rule.matches(inside, "8.8.8.8".parse().unwrap(), IfaceId(1)));
         assert!(!rule.matches(inside, "8.8.8.8".parse().unwrap(), IfaceId(0)));
         assert!(!rule.matches(inside, "10.0.3.9".parse().unwrap(), IfaceId(1)));
-        assert!(!rule.matches("10.0.4.1".parse().unwrap(), "8.8.8.8".parse().unwrap(), IfaceId(1)));
+        assert!(!rule.matches(
+            "10.0.4.1".parse().unwrap(),
+            "8.8.8.8".parse().unwrap(),
+            IfaceId(1)
+        ));
         let any = MasqueradeRule {
             out: IfaceId(1),
             sources: vec![],
             except: vec![],
         };
-        assert!(any.matches("172.16.0.1".parse().unwrap(), "1.1.1.1".parse().unwrap(), IfaceId(1)));
+        assert!(any.matches(
+            "172.16.0.1".parse().unwrap(),
+            "1.1.1.1".parse().unwrap(),
+            IfaceId(1)
+        ));
     }
 
     #[test]
@@ -183,7 +197,10 @@ mod tests {
             forwards: vec![fwd],
         };
         let k = key(Proto::Tcp, "192.0.2.9:5555", "198.51.100.1:8083");
-        assert_eq!(rules.forward_for(&k, IfaceId(1)), Some("10.0.3.10:83".parse().unwrap()));
+        assert_eq!(
+            rules.forward_for(&k, IfaceId(1)),
+            Some("10.0.3.10:83".parse().unwrap())
+        );
         assert_eq!(rules.forward_for(&k, IfaceId(0)), None);
         let udp = key(Proto::Udp, "192.0.2.9:5555", "198.51.100.1:8083");
         assert_eq!(rules.forward_for(&udp, IfaceId(1)), None);

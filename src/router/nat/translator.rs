@@ -186,7 +186,15 @@ impl Nat {
                         return Ingress::Drop;
                     }
                     return match self.table.create_dnat(now, key, inside) {
-                        Ok(id) => self.follow(now, id, Direction::Original, packet, tcp_flags, first_fragment, counters),
+                        Ok(id) => self.follow(
+                            now,
+                            id,
+                            Direction::Original,
+                            packet,
+                            tcp_flags,
+                            first_fragment,
+                            counters,
+                        ),
                         Err(_) => {
                             counters.nat_refused += 1;
                             Ingress::Drop
@@ -305,7 +313,15 @@ impl Nat {
                 tcp_flags,
                 first_fragment,
             } => match self.table.create_snat(now, key, outside) {
-                Ok(id) => match self.follow(now, id, Direction::Original, packet, tcp_flags, first_fragment, counters) {
+                Ok(id) => match self.follow(
+                    now,
+                    id,
+                    Direction::Original,
+                    packet,
+                    tcp_flags,
+                    first_fragment,
+                    counters,
+                ) {
                     Ingress::Translate(t) => Egress::Translate(t),
                     _ => Egress::Drop,
                 },
