@@ -43,6 +43,39 @@ macro_rules! delegate_source {
     };
 }
 
+/// Implements [`mio::event::Source`] as "nothing to register" for a plug
+/// without a descriptor of its own: one that sends through a socket another
+/// endpoint owns and registers (a dgram hub's peer), or that hands frames
+/// straight to code in the same process (a router interface).
+#[macro_export]
+macro_rules! no_descriptor_source {
+    ($ty:ty) => {
+        impl ::mio::event::Source for $ty {
+            fn register(
+                &mut self,
+                _: &::mio::Registry,
+                _: ::mio::Token,
+                _: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
+                Ok(())
+            }
+
+            fn reregister(
+                &mut self,
+                _: &::mio::Registry,
+                _: ::mio::Token,
+                _: ::mio::Interest,
+            ) -> ::std::io::Result<()> {
+                Ok(())
+            }
+
+            fn deregister(&mut self, _: &::mio::Registry) -> ::std::io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
 pub mod batch;
 pub mod dgram;
 pub mod dgram_peer;

@@ -33,8 +33,7 @@ use super::event_loop::{Daemon, DaemonError};
 use crate::switch::{PortId, PortRequest, SegmentId};
 use crate::time::{Instant, MonotonicClock};
 use hashbrown::HashMap;
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Token};
 use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -249,21 +248,8 @@ impl Drop for HubPeerPlug {
     }
 }
 
-/// The peer has no descriptor of its own: the hub's socket is registered
-/// once, by the hub endpoint.
-impl Source for HubPeerPlug {
-    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn deregister(&mut self, _: &Registry) -> io::Result<()> {
-        Ok(())
-    }
-}
+// No descriptor of its own: the mio registration is a no-op.
+switchboard_plugs::no_descriptor_source!(HubPeerPlug);
 
 /// Binds the hub at `path` and starts serving it for `segment`.
 pub(super) fn open_dgram_hub(

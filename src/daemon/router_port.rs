@@ -18,8 +18,6 @@ use crate::config::RouterPlan;
 use crate::router::{IfaceId, Router, Transmit};
 use crate::switch::{PortId, PortRequest};
 use crate::time::MonotonicClock;
-use mio::event::Source;
-use mio::{Interest, Registry, Token};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -188,20 +186,8 @@ impl Plug for RouterIfacePlug {
     }
 }
 
-/// An interface has no descriptor: nothing to register.
-impl Source for RouterIfacePlug {
-    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn deregister(&mut self, _: &Registry) -> io::Result<()> {
-        Ok(())
-    }
-}
+// No descriptor of its own: the mio registration is a no-op.
+switchboard_plugs::no_descriptor_source!(RouterIfacePlug);
 
 /// Builds a router, plugs each of its interfaces into its segment, and
 /// queues its gratuitous ARP.
