@@ -304,6 +304,8 @@ impl SwitchArgs {
                 stream: self.stream.clone(),
                 stream_tcp: self.stream_tcp,
                 dgram: self.dgram.clone(),
+                vxlan: Vec::new(),
+                udp: Vec::new(),
             }],
             routers: Vec::new(),
         })
@@ -507,7 +509,7 @@ fn render_ports(rows: &[PortView]) -> String {
                 p.tx_frames.to_string(),
                 p.tx_bytes.to_string(),
                 p.drops.total().to_string(),
-                p.description.clone(),
+                describe_port(p),
             ]
         })
         .collect();
@@ -707,6 +709,21 @@ fn render_arp(rows: &[ArpView]) -> String {
         ],
         &rows,
     )
+}
+
+/// A port's description, with the plug's own non-zero counters after it.
+fn describe_port(p: &PortView) -> String {
+    let extra: Vec<String> = p
+        .plug
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if extra.is_empty() {
+        p.description.clone()
+    } else {
+        format!("{} [{}]", p.description, extra.join(" "))
+    }
 }
 
 fn render_macs(rows: &[MacView]) -> String {

@@ -20,6 +20,17 @@
 //! mode = "0660"                  # socket permissions, like vde_switch -m
 //! dirmode = "2770"               # directory permissions, like --dirmode
 //! group = "kvm"                  # group of the directory and sockets, like -g
+//! # VXLAN (RFC 7348) ports, one per VNI: the bound address (port 4789 if left
+//! # out), static remote VTEPs that get broadcast and unknown unicast, the UDP
+//! # port they listen on (default 4789; a Linux vxlan device without `dstport`
+//! # uses 8472), an optional multicast group, and its TTL (default 1)
+//! vxlan = [{ vni = 42, local = "0.0.0.0:4789", remotes = ["192.0.2.2"], port = 4789, group = "239.1.1.1" }]
+//! # UDP tunnels to switchboards (or vdeplug4 udp://, QEMU -netdev dgram) on
+//! # other hosts, one frame per datagram. `local` defaults to the remote's
+//! # port on every address; with `key_file` (64 hex digits, made with
+//! # `openssl rand -hex 32`, the same file on both ends) every datagram is
+//! # sealed with ChaCha20-Poly1305, and forged or replayed ones are dropped
+//! udp = [{ local = "0.0.0.0:5000", remote = "192.0.2.2:5000", key_file = "/etc/switchboard/lab.key" }]
 //!
 //! [routers.gw]                   # a router: its own routing table and ARP cache (a VRF)
 //! arp_cache_size = 1024          # neighbour entries, resolved or not
@@ -207,6 +218,48 @@ pub struct SegmentSection {
     pub dirmode: Option<String>,
     /// Group name or number for the directory and sockets.
     pub group: Option<String>,
+    /// VXLAN ports.
+    #[serde(default)]
+    pub vxlan: Vec<VxlanSection>,
+    /// UDP tunnels to other hosts.
+    #[serde(default)]
+    pub udp: Vec<UdpSection>,
+}
+
+/// One entry of a segment's `udp` list, as written: a point-to-point UDP
+/// tunnel. Addresses stay strings until checked, so errors can name the
+/// entry.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UdpSection {
+    /// `ADDRESS[:PORT]` to bind; every address, at the remote's port, by
+    /// default.
+    pub local: Option<String>,
+    /// `ADDRESS:PORT` of the other end (required).
+    pub remote: Option<String>,
+    /// A file holding the tunnel's 32-byte key as 64 hex digits; without
+    /// it, frames travel in the clear.
+    pub key_file: Option<PathBuf>,
+}
+
+/// One entry of a segment's `vxlan` list: a VXLAN port carrying the segment
+/// as one VNI.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanSection {
+    /// The VNI, 0 to 16777215.
+    pub vni: u32,
+    /// `ADDRESS[:PORT]` to bind; `0.0.0.0:4789` by default.
+    pub local: Option<String>,
+    /// Static remote VTEPs (IPv4 addresses).
+    #[serde(default)]
+    pub remotes: Vec<String>,
+    /// The UDP port the remotes listen on.
+    pub port: Option<u16>,
+    /// A multicast group for broadcast and unknown unicast.
+    pub group: Option<String>,
+    /// TTL of datagrams to the group.
+    pub ttl: Option<u32>,
 }
 
 /// Permissions of a VDE switch directory and its sockets, as `vde_switch`'s
@@ -247,6 +300,25 @@ pub struct SegmentPlan {
     pub stream_tcp: Option<std::net::SocketAddr>,
     /// QEMU dgram hub socket (Unix) to bind: a port per sending path.
     pub dgram: Option<PathBuf>,
+    /// VXLAN ports to open, one per VNI.
+    pub vxlan: Vec<switchboard_plugs::vxlan::VxlanConfig>,
+    /// UDP tunnels to open.
+    pub udp: Vec<UdpTunnelPlan>,
+}
+
+/// A checked UDP tunnel: what the daemon binds, where it sends, and the key
+/// it seals with, read from its file when the configuration was loaded, so
+/// a missing or malformed key stops start-up with the entry named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpTunnelPlan {
+    /// The address to bind.
+    pub local: std::net::SocketAddr,
+    /// The other end.
+    pub remote: std::net::SocketAddr,
+    /// Where the key came from, for messages.
+    pub key_file: Option<PathBuf>,
+    /// The key (its `Debug` output is redacted); `None` for a plain tunnel.
+    pub key: Option<switchboard_plugs::sealed::Key>,
 }
 
 /// One router, with the segment of each of its interfaces.
@@ -346,6 +418,8 @@ pub fn default_plan() -> Plan {
             stream: Some(dir.join("default.stream")),
             stream_tcp: None,
             dgram: Some(dir.join("default.dgram")),
+            vxlan: Vec::new(),
+            udp: Vec::new(),
         }],
         routers: Vec::new(),
     }
@@ -399,6 +473,8 @@ impl ConfigFile {
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut taps: Vec<String> = Vec::new();
         let mut sockets: Vec<PathBuf> = Vec::new();
+        let mut vxlan_locals: Vec<std::net::SocketAddrV4> = Vec::new();
+        let mut udp_locals: Vec<std::net::SocketAddr> = Vec::new();
         for (name, s) in self.segments {
             let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
             let mut config = SegmentConfig::new(name.clone());
@@ -474,6 +550,8 @@ impl ConfigFile {
                 }
                 sockets.push(path.clone());
             }
+            let vxlan = vxlan_plans(&name, &s.vxlan, &mut vxlan_locals)?;
+            let udp = udp_plans(&name, &s.udp, &mut udp_locals)?;
             segments.push(SegmentPlan {
                 config,
                 vde,
@@ -482,6 +560,8 @@ impl ConfigFile {
                 stream: s.stream,
                 stream_tcp: s.stream_tcp,
                 dgram: s.dgram,
+                vxlan,
+                udp,
             });
         }
         let mut routers = Vec::new();
@@ -494,6 +574,220 @@ impl ConfigFile {
             routers,
         })
     }
+}
+
+/// Checks a segment's `vxlan` entries and turns them into port settings.
+/// `locals` holds the addresses already taken by other VXLAN ports: one
+/// UDP socket carries one VNI here, so two ports may not share a port
+/// number on overlapping addresses.
+fn vxlan_plans(
+    segment: &str,
+    list: &[VxlanSection],
+    locals: &mut Vec<std::net::SocketAddrV4>,
+) -> Result<Vec<switchboard_plugs::vxlan::VxlanConfig>, ConfigError> {
+    use std::net::SocketAddrV4;
+    use switchboard_plugs::vxlan::{IANA_PORT, Vni, VxlanConfig};
+    let mut out = Vec::new();
+    for (n, v) in list.iter().enumerate() {
+        let at = format!("segments.{segment}.vxlan[{n}]");
+        let vni = Vni::new(v.vni).ok_or_else(|| {
+            ConfigError(format!(
+                "{at}.vni: {} does not fit in 24 bits (0 to {})",
+                v.vni,
+                Vni::MAX
+            ))
+        })?;
+        let local = match v.local.as_deref() {
+            None => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, IANA_PORT),
+            Some(l) => match (l.parse::<SocketAddrV4>(), l.parse::<Ipv4Addr>()) {
+                (Ok(a), _) => a,
+                (_, Ok(ip)) => SocketAddrV4::new(ip, IANA_PORT),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{at}.local: {l:?} is not an IPv4 ADDRESS or ADDRESS:PORT (like \"0.0.0.0:4789\")"
+                    )));
+                }
+            },
+        };
+        if local.port() == 0 {
+            return Err(ConfigError(format!(
+                "{at}.local: give a port other than 0: remote VTEPs must know where to send"
+            )));
+        }
+        let group_given = v.group.is_some();
+        // With a group the socket binds the wildcard address (see the plug).
+        let bound = if group_given {
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port())
+        } else {
+            local
+        };
+        if let Some(other) = locals.iter().find(|o| {
+            o.port() == local.port()
+                && (o.ip() == bound.ip() || o.ip().is_unspecified() || bound.ip().is_unspecified())
+        }) {
+            return Err(ConfigError(format!(
+                "{at}.local: {local} overlaps {other}, used by another vxlan port (one UDP port carries one VNI)"
+            )));
+        }
+        locals.push(bound);
+        let mut remotes = Vec::new();
+        for r in &v.remotes {
+            let ip: Ipv4Addr = r
+                .parse()
+                .map_err(|_| ConfigError(format!("{at}.remotes: {r:?} is not an IPv4 address")))?;
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+                return Err(ConfigError(format!(
+                    "{at}.remotes: {ip} is not a unicast address (a multicast group goes in `group`)"
+                )));
+            }
+            if remotes.contains(&ip) {
+                return Err(ConfigError(format!("{at}.remotes: {ip} appears twice")));
+            }
+            remotes.push(ip);
+        }
+        let port = v.port.unwrap_or(IANA_PORT);
+        if port == 0 {
+            return Err(ConfigError(format!("{at}.port: 0 is not a UDP port")));
+        }
+        let group = match v.group.as_deref() {
+            None => None,
+            Some(g) => match g.parse::<Ipv4Addr>() {
+                Ok(ip) if ip.is_multicast() => Some(ip),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{at}.group: {g:?} is not an IPv4 multicast group (224.0.0.0/4)"
+                    )));
+                }
+            },
+        };
+        if v.ttl.is_some() && group.is_none() {
+            return Err(ConfigError(format!(
+                "{at}.ttl: applies to a multicast group, but none is given"
+            )));
+        }
+        if let Some(t) = v.ttl
+            && !(1..=255).contains(&t)
+        {
+            return Err(ConfigError(format!(
+                "{at}.ttl: {t} is not between 1 and 255"
+            )));
+        }
+        if remotes.is_empty() && group.is_none() {
+            return Err(ConfigError(format!(
+                "{at}: give `remotes` or a `group`, or broadcast (ARP) has nowhere to go"
+            )));
+        }
+        let mut c = VxlanConfig::new(vni, local);
+        c.remotes = remotes;
+        c.port = port;
+        c.group = group;
+        if let Some(t) = v.ttl {
+            c.multicast_ttl = t;
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Reads `ADDRESS:PORT` (`[v6]:PORT` for IPv6), or a bare address
+/// (`[v6]` or `v6`) with `default_port`.
+fn parse_udp_addr(text: &str, default_port: u16) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        bare.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, default_port))
+    })
+}
+
+/// Checks a segment's `udp` entries and reads their keys. `locals` holds
+/// the addresses other tunnels bound already: two tunnels cannot share a
+/// local port on overlapping addresses.
+fn udp_plans(
+    segment: &str,
+    list: &[UdpSection],
+    locals: &mut Vec<std::net::SocketAddr>,
+) -> Result<Vec<UdpTunnelPlan>, ConfigError> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+    let mut out = Vec::new();
+    for (n, u) in list.iter().enumerate() {
+        let at = format!("segments.{segment}.udp[{n}]");
+        let Some(remote_s) = u.remote.as_deref() else {
+            return Err(ConfigError(format!(
+                "{at}.remote: missing; a tunnel needs the other end's ADDRESS:PORT (like \"192.0.2.2:5000\")"
+            )));
+        };
+        let remote: SocketAddr = remote_s.parse().map_err(|_| {
+            ConfigError(format!(
+                "{at}.remote: {remote_s:?} is not ADDRESS:PORT (like \"192.0.2.2:5000\" or \"[2001:db8::2]:5000\")"
+            ))
+        })?;
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
+            return Err(ConfigError(format!(
+                "{at}.remote: {remote} is not one host's address and port; a tunnel is point to point"
+            )));
+        }
+        let local = match u.local.as_deref() {
+            None => {
+                let any = match remote.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                SocketAddr::new(any, remote.port())
+            }
+            Some(l) => parse_udp_addr(l, remote.port()).ok_or_else(|| {
+                ConfigError(format!(
+                    "{at}.local: {l:?} is not an ADDRESS or ADDRESS:PORT (like \"0.0.0.0:5000\")"
+                ))
+            })?,
+        };
+        if local.port() == 0 {
+            return Err(ConfigError(format!(
+                "{at}.local: give a port other than 0: the other end must know where to send"
+            )));
+        }
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(ConfigError(format!(
+                "{at}: local {local} and remote {remote} are not of the same address family"
+            )));
+        }
+        if let Some(other) = locals.iter().find(|o| {
+            o.port() == local.port()
+                && o.is_ipv4() == local.is_ipv4()
+                && (o.ip() == local.ip() || o.ip().is_unspecified() || local.ip().is_unspecified())
+        }) {
+            return Err(ConfigError(format!(
+                "{at}.local: {local} overlaps {other}, bound by another udp tunnel; give each tunnel its own port"
+            )));
+        }
+        locals.push(local);
+        let key = match &u.key_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!(
+                        "{at}.key_file: cannot read the key {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let key = switchboard_plugs::sealed::Key::from_hex(&text).map_err(|e| {
+                    ConfigError(format!("{at}.key_file: the key {}: {e}", path.display()))
+                })?;
+                Some(key)
+            }
+        };
+        out.push(UdpTunnelPlan {
+            local,
+            remote,
+            key_file: u.key_file.clone(),
+            key,
+        });
+    }
+    Ok(out)
 }
 
 /// Checks one router table against the segments and turns it into a plan;
@@ -785,6 +1079,223 @@ taps = ["tap2"]
             .unwrap_err()
             .0;
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn vxlan_ports_parse_with_defaults() {
+        let p = plan(
+            r#"
+[segments.a]
+vxlan = [
+  { vni = 42, local = "0.0.0.0:4790", remotes = ["192.0.2.2", "192.0.2.3"] },
+  { vni = 7, local = "10.0.0.1:8472", port = 8472, group = "239.1.1.1", ttl = 4 },
+]
+[segments.b]
+vxlan = [{ vni = 16777215, local = "10.0.0.2", remotes = ["192.0.2.9"] }]
+"#,
+        )
+        .unwrap();
+        let a = &p.segments[0].vxlan;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].vni.get(), 42);
+        assert_eq!(a[0].local, "0.0.0.0:4790".parse().unwrap());
+        assert_eq!(
+            a[0].remotes,
+            vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3)]
+        );
+        assert_eq!((a[0].port, a[0].group, a[0].multicast_ttl), (4789, None, 1));
+        assert_eq!(a[1].local, "10.0.0.1:8472".parse().unwrap());
+        assert_eq!(a[1].port, 8472);
+        assert_eq!(a[1].group, Some(Ipv4Addr::new(239, 1, 1, 1)));
+        assert_eq!(a[1].multicast_ttl, 4);
+        let b = &p.segments[1].vxlan[0];
+        assert_eq!(b.vni.get(), 0xFF_FFFF);
+        assert_eq!(b.local, "10.0.0.2:4789".parse().unwrap());
+        assert_eq!(b.remotes, vec![Ipv4Addr::new(192, 0, 2, 9)]);
+        assert!(p.segments[1].vde.is_none());
+    }
+
+    #[test]
+    fn bad_vxlan_entries_are_refused_clearly() {
+        let err = |body: &str| {
+            plan(&format!("[segments.s]\nvxlan = [{body}]\n"))
+                .unwrap_err()
+                .0
+        };
+        let e = err(r#"{ vni = 16777216, remotes = ["192.0.2.2"] }"#);
+        assert!(
+            e.contains("segments.s.vxlan[0].vni") && e.contains("24 bits"),
+            "{e}"
+        );
+        let e = err(r#"{ vni = 1, remotes = ["192.0.2.300"] }"#);
+        assert!(
+            e.contains("vxlan[0].remotes") && e.contains("not an IPv4"),
+            "{e}"
+        );
+        let e = err(r#"{ vni = 1, remotes = ["239.1.1.1"] }"#);
+        assert!(e.contains("not a unicast address"), "{e}");
+        let e = err(r#"{ vni = 1, group = "192.0.2.1" }"#);
+        assert!(
+            e.contains("vxlan[0].group") && e.contains("multicast"),
+            "{e}"
+        );
+        let e = err(r#"{ vni = 1 }"#);
+        assert!(e.contains("give `remotes` or a `group`"), "{e}");
+        let e = err(r#"{ vni = 1, local = "nowhere", group = "239.1.1.1" }"#);
+        assert!(e.contains("vxlan[0].local"), "{e}");
+        let e = err(r#"{ vni = 1, local = "0.0.0.0:0", group = "239.1.1.1" }"#);
+        assert!(e.contains("other than 0"), "{e}");
+        let e = err(r#"{ vni = 1, port = 0, group = "239.1.1.1" }"#);
+        assert!(e.contains("vxlan[0].port"), "{e}");
+        let e = err(r#"{ vni = 1, remotes = ["192.0.2.2"], ttl = 3 }"#);
+        assert!(e.contains("none is given"), "{e}");
+        let e = err(r#"{ vni = 1, remotes = ["192.0.2.2"], vlan = 3 }"#);
+        assert!(e.contains("vlan"), "{e}");
+        let e = err(
+            r#"{ vni = 1, remotes = ["192.0.2.2"] }, { vni = 2, local = "10.0.0.1:4789", remotes = ["192.0.2.2"] }"#,
+        );
+        assert!(
+            e.contains("vxlan[1].local") && e.contains("overlaps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn udp_tunnels_parse_with_defaults_and_read_their_keys() {
+        let dir = ScratchDir::new("keys");
+        let key_path = dir.0.join("lab.key");
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        std::fs::write(&key_path, format!("{hex}\n")).unwrap();
+        let p = plan(&format!(
+            r#"
+[segments.a]
+udp = [
+  {{ local = "10.0.0.1:5000", remote = "10.0.0.2:5001", key_file = {key:?} }},
+  {{ remote = "192.0.2.3:6000" }},
+  {{ local = "10.0.0.1", remote = "[2001:db8::1]:7000" }},
+]
+"#,
+            key = key_path.to_str().unwrap()
+        ));
+        // The last entry mixes families: refused, naming it.
+        let e = p.unwrap_err().0;
+        assert!(
+            e.contains("segments.a.udp[2]") && e.contains("family"),
+            "{e}"
+        );
+        let p = plan(&format!(
+            r#"
+[segments.a]
+udp = [
+  {{ local = "10.0.0.1:5000", remote = "10.0.0.2:5001", key_file = {key:?} }},
+  {{ remote = "192.0.2.3:6000" }},
+]
+[segments.b]
+udp = [{{ local = "[::1]", remote = "[2001:db8::1]:7000" }}]
+"#,
+            key = key_path.to_str().unwrap()
+        ))
+        .unwrap();
+        let a = &p.segments[0].udp;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].local, "10.0.0.1:5000".parse().unwrap());
+        assert_eq!(a[0].remote, "10.0.0.2:5001".parse().unwrap());
+        assert_eq!(a[0].key_file.as_deref(), Some(key_path.as_path()));
+        let want: [u8; 32] = std::array::from_fn(|i| i as u8);
+        assert_eq!(
+            a[0].key,
+            Some(switchboard_plugs::sealed::Key::from_bytes(want))
+        );
+        assert_eq!(a[1].local, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(a[1].key, None);
+        let b = &p.segments[1].udp[0];
+        assert_eq!(b.local, "[::1]:7000".parse().unwrap());
+        assert!(p.segments[0].vxlan.is_empty());
+        // The key never shows in debug output.
+        assert!(!format!("{p:?}").contains("0102030405"), "{p:?}");
+    }
+
+    /// A directory for key files, removed on drop.
+    struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        fn new(tag: &str) -> ScratchDir {
+            let p = std::env::temp_dir().join(format!("sb-config-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            ScratchDir(p)
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn bad_udp_tunnels_are_refused_naming_the_entry_and_the_key() {
+        let dir = ScratchDir::new("badkeys");
+        let short = dir.0.join("short.key");
+        std::fs::write(&short, "abcdef\n").unwrap();
+        let bad = dir.0.join("bad.key");
+        std::fs::write(&bad, "z".repeat(64)).unwrap();
+        let err = |body: &str| {
+            plan(&format!("[segments.s]\nudp = [{body}]\n"))
+                .unwrap_err()
+                .0
+        };
+        let e = err(r#"{ local = "0.0.0.0:5000" }"#);
+        assert!(
+            e.contains("segments.s.udp[0].remote") && e.contains("missing"),
+            "{e}"
+        );
+        let e = err(r#"{ remote = "host.example:5000" }"#);
+        assert!(
+            e.contains("udp[0].remote") && e.contains("not ADDRESS:PORT"),
+            "{e}"
+        );
+        let e = err(r#"{ remote = "192.0.2.2:0" }"#);
+        assert!(e.contains("point to point"), "{e}");
+        let e = err(r#"{ remote = "239.1.1.1:5000" }"#);
+        assert!(e.contains("point to point"), "{e}");
+        let e = err(r#"{ local = "here", remote = "192.0.2.2:5000" }"#);
+        assert!(e.contains("udp[0].local"), "{e}");
+        let e = err(r#"{ local = "0.0.0.0:0", remote = "192.0.2.2:5000" }"#);
+        assert!(e.contains("other than 0"), "{e}");
+        let e = err(
+            r#"{ remote = "192.0.2.2:5000" }, { local = "10.0.0.1:5000", remote = "192.0.2.3:5000" }"#,
+        );
+        assert!(e.contains("udp[1].local") && e.contains("overlaps"), "{e}");
+        let e = err(r#"{ remote = "192.0.2.2:5000", key = "x" }"#);
+        assert!(e.contains("key"), "{e}");
+        let missing = dir.0.join("missing.key");
+        let e = err(&format!(
+            r#"{{ remote = "192.0.2.2:5000", key_file = {:?} }}"#,
+            missing.to_str().unwrap()
+        ));
+        assert!(
+            e.contains("udp[0].key_file")
+                && e.contains("cannot read the key")
+                && e.contains("missing.key"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{ remote = "192.0.2.2:5000", key_file = {:?} }}"#,
+            short.to_str().unwrap()
+        ));
+        assert!(
+            e.contains("short.key") && e.contains("64 hex digits") && e.contains("found 6"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{ remote = "192.0.2.2:5000", key_file = {:?} }}"#,
+            bad.to_str().unwrap()
+        ));
+        assert!(
+            e.contains("bad.key") && e.contains("not a hex digit"),
+            "{e}"
+        );
     }
 
     #[test]

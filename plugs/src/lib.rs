@@ -81,11 +81,14 @@ pub mod dgram;
 pub mod dgram_peer;
 pub mod framing;
 pub mod offload;
+pub mod sealed;
 pub mod stream;
 pub mod tap;
 #[cfg(test)]
 mod test_util;
+pub mod udp_tunnel;
 pub mod vde;
+pub mod vxlan;
 
 pub use batch::{FrameBatch, MAX_FRAME_SLOT};
 
@@ -174,4 +177,12 @@ pub trait Plug: mio::event::Source {
 
     /// The kind of attachment, for display: `"vde"`, `"tap"`, ...
     fn kind(&self) -> &'static str;
+
+    /// Counts the plug keeps beyond the switch's per-port counters, which
+    /// only the plug can see (a VXLAN port's datagrams for another VNI, a
+    /// tunnel's forged datagrams), as name/value pairs for `ctl ports`.
+    /// Asked for only when someone looks, so it may allocate.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -1,9 +1,10 @@
 //! JSON views of the engine's tables, shared by the server (which builds
 //! them) and the CLI (which renders them).
 
-use crate::switch::{DropCounters, Engine, PortCounters, SegmentCounters};
+use crate::switch::{DropCounters, Engine, PortCounters, PortId, SegmentCounters};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One row of `ctl ports`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub struct PortView {
     pub tx_bytes: u64,
     /// Drops by reason.
     pub drops: DropCounters,
+    /// What the plug itself counts (a tunnel's refused datagrams, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plug: BTreeMap<String, u64>,
 }
 
 /// One row of `ctl macs`.
@@ -79,11 +83,15 @@ pub struct StatsView {
     pub ports: Vec<PortView>,
 }
 
-/// Builds the port rows, ordered by segment then number.
-pub fn ports(engine: &Engine) -> Vec<PortView> {
+/// Builds the port rows, ordered by segment then number; `plug_stats`
+/// gives each port's own plug counters.
+pub fn ports(
+    engine: &Engine,
+    plug_stats: &dyn Fn(PortId) -> Vec<(&'static str, u64)>,
+) -> Vec<PortView> {
     let mut rows: Vec<PortView> = engine
         .ports()
-        .map(|(_, p)| {
+        .map(|(id, p)| {
             let c = p.counters();
             PortView {
                 segment: engine
@@ -98,6 +106,10 @@ pub fn ports(engine: &Engine) -> Vec<PortView> {
                 tx_frames: c.tx_frames,
                 tx_bytes: c.tx_bytes,
                 drops: c.drops,
+                plug: plug_stats(id)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             }
         })
         .collect();
@@ -138,7 +150,11 @@ pub fn macs(engine: &Engine, segment: Option<&str>, now: Instant) -> Option<Vec<
 }
 
 /// Builds `ctl stats`.
-pub fn stats(engine: &Engine, now: Instant) -> StatsView {
+pub fn stats(
+    engine: &Engine,
+    now: Instant,
+    plug_stats: &dyn Fn(PortId) -> Vec<(&'static str, u64)>,
+) -> StatsView {
     let segments = engine
         .segments()
         .map(|(_, s)| {
@@ -164,6 +180,6 @@ pub fn stats(engine: &Engine, now: Instant) -> StatsView {
     StatsView {
         uptime_secs: now.as_micros() / 1_000_000,
         segments,
-        ports: ports(engine),
+        ports: ports(engine, plug_stats),
     }
 }

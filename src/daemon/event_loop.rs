@@ -194,6 +194,8 @@ impl Daemon {
                 )
                 .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
             }
+            super::vxlan::open_vxlan_ports(&mut d, id, &seg.vxlan)?;
+            super::tunnels::open_tunnels(&mut d, id, &seg.udp)?;
             tracing::info!(segment = %seg.config.name, mtu = seg.config.mtu, hub = seg.config.hub, "segment ready");
         }
         for router in &plan.routers {
@@ -614,14 +616,18 @@ impl Daemon {
     fn answer(&mut self, req: &Request) -> Result<serde_json::Value, String> {
         let now = self.clock.now();
         let value = match req {
-            Request::Ports => serde_json::to_value(views::ports(&self.engine)),
+            Request::Ports => {
+                serde_json::to_value(views::ports(&self.engine, &|p| self.plug_stats(p)))
+            }
             Request::Macs { segment } => {
                 let rows = views::macs(&self.engine, segment.as_deref(), now).ok_or_else(|| {
                     format!("no segment named {:?}", segment.as_deref().unwrap_or(""))
                 })?;
                 serde_json::to_value(rows)
             }
-            Request::Stats => serde_json::to_value(views::stats(&self.engine, now)),
+            Request::Stats => {
+                serde_json::to_value(views::stats(&self.engine, now, &|p| self.plug_stats(p)))
+            }
             Request::ResetCounters => {
                 self.engine.reset_counters(None);
                 Ok(serde_json::Value::Null)
@@ -704,6 +710,21 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// A port's plug counters (empty for a port without a plug of its
+    /// own).
+    fn plug_stats(&self, port: PortId) -> Vec<(&'static str, u64)> {
+        match self
+            .port_tokens
+            .get(port.index())
+            .copied()
+            .flatten()
+            .and_then(|t| self.endpoints.get(t.0))
+        {
+            Some(Endpoint::Port { plug, .. }) => plug.stats(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The router called `name`, or every router for `None`; an error
     /// naming the known routers when there is none by that name.
     fn routers_named(&self, name: Option<&str>) -> Result<Vec<SharedRouter>, String> {

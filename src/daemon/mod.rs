@@ -32,7 +32,9 @@ mod event_loop;
 mod forward;
 mod router_port;
 mod soft_offload;
+mod tunnels;
 mod vde;
+mod vxlan;
 
 pub use event_loop::{Daemon, DaemonError, DaemonOptions};
 

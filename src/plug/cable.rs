@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use switchboard_plugs::batch::ALL_FRAMES;
 use switchboard_plugs::dgram_peer::{UdpCable, UnixDgramPeer};
 use switchboard_plugs::framing::Framing;
+use switchboard_plugs::sealed::Key;
 use switchboard_plugs::stream::{StreamListener, StreamPort};
 use switchboard_plugs::tap::{TapOptions, TapPlug};
+use switchboard_plugs::udp_tunnel::UdpTunnel;
 use switchboard_plugs::vde::VdeClient;
 use switchboard_plugs::{FrameBatch, Plug, RecvStatus, TxReport};
 
@@ -324,8 +326,22 @@ fn open_side(
         Endpoint::Tap { name } => {
             Box::new(TapPlug::open(name, &TapOptions::default()).map_err(err)?)
         }
-        Endpoint::Udp { local, remote } => {
-            Box::new(UdpCable::connect(*local, *remote).map_err(err)?)
+        Endpoint::Udp {
+            local,
+            remote,
+            key: None,
+        } => Box::new(UdpCable::connect(*local, *remote).map_err(err)?),
+        Endpoint::Udp {
+            local,
+            remote,
+            key: Some(file),
+        } => {
+            let bad_key = |why: String| {
+                CableError::Open(format!("{}: the key {}: {why}", side.label, file.display()))
+            };
+            let text = std::fs::read_to_string(file).map_err(|e| bad_key(e.to_string()))?;
+            let key = Key::from_hex(&text).map_err(|e| bad_key(e.to_string()))?;
+            Box::new(UdpTunnel::open(*local, *remote, Some(&key)).map_err(err)?)
         }
         Endpoint::Stdio => {
             let (rx, tx) = stdio_fds(opts, child).map_err(err)?;
@@ -421,7 +437,10 @@ fn describe(e: &Endpoint) -> String {
         }
         Endpoint::Dgram { remote, .. } => format!("dgram://{}", remote.display()),
         Endpoint::Tap { name } => format!("tap://{name}"),
-        Endpoint::Udp { local, remote } => format!("udp://{local}->{remote}"),
+        Endpoint::Udp { local, remote, key } => match key {
+            None => format!("udp://{local}->{remote}"),
+            Some(k) => format!("udp://{local}->{remote}?key={}", k.display()),
+        },
         Endpoint::Stdio => "-".into(),
     }
 }

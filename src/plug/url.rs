@@ -8,6 +8,7 @@
 //! | `dgram:///remote?local=/path` | a Unix datagram peer: frames to `remote`, from our own `local` path |
 //! | `tap://tap3` | a tap device |
 //! | `udp://[laddr:]lport->raddr:rport` | raw frames, one per UDP datagram (vdeplug4's `udp://`) |
+//! | `udp://...?key=/path/lab.key` | the same, sealed with the key in that file (both ends switchboards) |
 //! | `-` | standard input and output, VDE stream framing (2-byte length) |
 
 use std::fmt;
@@ -56,6 +57,9 @@ pub enum Endpoint {
         local: SocketAddr,
         /// The peer's address.
         remote: SocketAddr,
+        /// A file holding a key (64 hex digits): every datagram is sealed
+        /// with it, as a `udp` tunnel with `key_file` in a network file.
+        key: Option<PathBuf>,
     },
     /// Standard input and output with VDE stream framing.
     Stdio,
@@ -103,6 +107,22 @@ impl std::str::FromStr for Endpoint {
                 return Ok(Endpoint::Dgram {
                     remote: PathBuf::from(body),
                     local: Some(PathBuf::from(local)),
+                });
+            }
+            Some(q) if scheme == "udp" => {
+                let key = q
+                    .strip_prefix("key=")
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| bad("the only udp option is ?key=FILE"))?;
+                let Some(Endpoint::Udp { local, remote, .. }) = parse_udp(body) else {
+                    return Err(bad(
+                        "expected udp://[LOCALADDR:]LOCALPORT->REMOTEADDR:REMOTEPORT?key=FILE",
+                    ));
+                };
+                return Ok(Endpoint::Udp {
+                    local,
+                    remote,
+                    key: Some(PathBuf::from(key)),
                 });
             }
             Some(q) => return Err(bad(&format!("unknown option {q:?}"))),
@@ -175,7 +195,11 @@ fn parse_udp(body: &str) -> Option<Endpoint> {
         }
         Err(_) => local.parse().ok()?,
     };
-    Some(Endpoint::Udp { local, remote })
+    Some(Endpoint::Udp {
+        local,
+        remote,
+        key: None,
+    })
 }
 
 #[cfg(test)]
@@ -241,14 +265,24 @@ mod tests {
             p("udp://5000->10.0.0.2:5001").unwrap(),
             Endpoint::Udp {
                 local: "0.0.0.0:5000".parse().unwrap(),
-                remote: "10.0.0.2:5001".parse().unwrap()
+                remote: "10.0.0.2:5001".parse().unwrap(),
+                key: None
+            }
+        );
+        assert_eq!(
+            p("udp://5000->10.0.0.2:5001?key=/etc/lab.key").unwrap(),
+            Endpoint::Udp {
+                local: "0.0.0.0:5000".parse().unwrap(),
+                remote: "10.0.0.2:5001".parse().unwrap(),
+                key: Some("/etc/lab.key".into())
             }
         );
         assert_eq!(
             p("udp://127.0.0.1:40001->127.0.0.1:40002").unwrap(),
             Endpoint::Udp {
                 local: "127.0.0.1:40001".parse().unwrap(),
-                remote: "127.0.0.1:40002".parse().unwrap()
+                remote: "127.0.0.1:40002".parse().unwrap(),
+                key: None
             }
         );
     }
@@ -261,6 +295,9 @@ mod tests {
             ("tap://", "tap://NAME"),
             ("tap://averyveryverylongname", "tap://NAME"),
             ("udp://x->y", "udp://"),
+            ("udp://x->y?key=/k", "udp://"),
+            ("udp://5000->10.0.0.2:5001?key=", "?key=FILE"),
+            ("udp://5000->10.0.0.2:5001?secret=x", "?key=FILE"),
             ("tcp://localhost:5", "numeric"),
             ("vde:///x?listen", "?listen applies"),
             ("gopher://x", "unknown scheme"),

@@ -21,4 +21,6 @@ mod qemu_guest;
 mod router;
 mod stale_dir;
 mod stream_ports;
+mod tunnels;
 mod vde_peers;
+mod vxlan;
