@@ -172,7 +172,8 @@ impl Plug for RouterIfacePlug {
     /// Super-frames and pending checksums are routed as they are: the
     /// router rewrites only Ethernet and the IPv4 header, and the work
     /// travels on with the frame to the egress port (done there by the tap
-    /// or by software segmentation).
+    /// or by software segmentation). Not for a router with NAT, whose port
+    /// rewrites would need a pending checksum's own arithmetic.
     fn accepts_offload(&self) -> bool {
         self.offload
     }
