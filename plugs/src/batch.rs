@@ -159,6 +159,23 @@ impl FrameBatch {
         self.buf[start..].chunks_exact_mut(MAX_FRAME_SLOT)
     }
 
+    /// Commits a frame of `len` bytes that a multi-datagram receive left
+    /// `skip` free slots beyond the next one, moving it into the next slot
+    /// first, so datagrams refused in between leave no gap (`skip` 0 is a
+    /// plain [`commit`](Self::commit)). The move happens only on abnormal
+    /// traffic.
+    pub fn commit_from(&mut self, skip: usize, len: usize) {
+        if skip > 0 {
+            let dst = self.count * MAX_FRAME_SLOT;
+            let src = dst + skip * MAX_FRAME_SLOT;
+            let n = len.min(MAX_FRAME_SLOT);
+            if src + n <= self.buf.len() {
+                self.buf.copy_within(src..src + n, dst);
+            }
+        }
+        self.commit(len);
+    }
+
     /// Appends a copy of `frame` (for tests and for frames the core itself
     /// originates). Returns false when the batch is full.
     pub fn push(&mut self, frame: &[u8]) -> bool {
@@ -240,5 +257,21 @@ mod tests {
         let mut b = FrameBatch::new();
         b.push(&[9; 10]);
         assert_eq!(b.free_slots().count(), BATCH_CAPACITY - 1);
+    }
+
+    #[test]
+    fn commit_from_moves_a_frame_down_over_refused_slots() {
+        let mut b = FrameBatch::new();
+        assert!(b.push(b"first"));
+        {
+            let mut slots = b.free_slots();
+            slots.next().unwrap()[..4].copy_from_slice(b"drop");
+            slots.next().unwrap()[..4].copy_from_slice(b"keep");
+        }
+        b.commit_from(1, 4);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.frame(1), b"keep");
+        b.commit_from(0, 0);
+        assert_eq!(b.len(), 3);
     }
 }

@@ -335,6 +335,33 @@ impl BatchedDgram<UnixDatagram> {
     }
 }
 
+/// One non-blocking `recvmmsg` over prepared headers. `MSG_TRUNC` makes
+/// the kernel report each datagram's real length, not the stored one, so a
+/// datagram larger than its buffer is recognised.
+///
+/// # Safety
+///
+/// Every header in `hdrs` must point at `iovec`s, buffers and address
+/// storage that are valid, distinct from each other, and untouched by
+/// anything else until the call returns.
+pub(crate) unsafe fn recvmmsg_raw(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the headers; the count is theirs.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
+            ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Receives up to `batch.remaining()` datagrams with one `recvmmsg` into the
 /// batch's free slots, without committing them: the length of the `i`th
 /// datagram (clamped to mark truncation, see
@@ -371,28 +398,11 @@ pub(crate) fn recv_mmsg<S: DgramSocket>(
 
     let fd = socket.as_raw_fd();
     let received = loop {
-        let result = socket.try_io(|| {
-            // SAFETY: `hdrs[..free]` each point at one `iovec` in `iovs`,
-            // which point at distinct free slots of `batch`, and (with
-            // `names`) at distinct address buffers; all of them outlive the
-            // call, and nothing else touches them until it returns.
-            // `MSG_TRUNC` makes the kernel report each datagram's real
-            // length, not the stored one.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    hdrs.as_mut_ptr(),
-                    free as libc::c_uint,
-                    (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
-                    ptr::null_mut(),
-                )
-            };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(rc as usize)
-            }
-        });
+        // SAFETY: `hdrs[..free]` each point at one `iovec` in `iovs`, which
+        // point at distinct free slots of `batch`, and (with `names`) at
+        // distinct address buffers; all of them outlive the call, and
+        // nothing else touches them until it returns.
+        let result = socket.try_io(|| unsafe { recvmmsg_raw(fd, &mut hdrs[..free]) });
         match result {
             Ok(n) => break n.min(free),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use mio::net::{UdpSocket, UnixDatagram};
 use nix::sys::socket::{SockType, sockopt};
 
-use crate::batch::{BATCH_CAPACITY, MAX_FRAME_SLOT};
+use crate::batch::BATCH_CAPACITY;
 use crate::dgram::{self, BatchedDgram, Destination, RecvNames};
 use crate::stream::{BoundPath, claim_socket_path, in_use_error};
 use crate::{FrameBatch, Plug, RecvStatus, TxReport};
@@ -514,16 +514,8 @@ impl DgramHub {
                 let Some(id) = self.peer_for(i) else {
                     continue;
                 };
-                if kept != i {
-                    // An earlier datagram was dropped: move this one down
-                    // to the next slot to commit. Only on abnormal traffic.
-                    let mut slots = batch.free_slots();
-                    if let (Some(dst), Some(src)) = (slots.next(), slots.nth(i - kept - 1)) {
-                        let n = len.min(MAX_FRAME_SLOT);
-                        dst[..n].copy_from_slice(&src[..n]);
-                    }
-                }
-                batch.commit(len);
+                // After a dropped datagram, this one moves down a slot.
+                batch.commit_from(i - kept, len);
                 peers[base + kept] = id;
                 kept += 1;
             }

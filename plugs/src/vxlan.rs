@@ -678,26 +678,12 @@ impl VxlanPlug {
         }
         let fd = self.socket.as_raw_fd();
         let received = loop {
-            let result = self.socket.try_io(|| {
-                // SAFETY: `hdrs[..free]` point at `iovs`, which point at
-                // distinct free slots of `batch` and distinct scratch
-                // headers, and at distinct scratch addresses; all outlive
-                // the call. MSG_TRUNC reports each datagram's real length.
-                let rc = unsafe {
-                    libc::recvmmsg(
-                        fd,
-                        hdrs.as_mut_ptr(),
-                        free as libc::c_uint,
-                        (libc::MSG_DONTWAIT | libc::MSG_TRUNC) as _,
-                        ptr::null_mut(),
-                    )
-                };
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(rc as usize)
-                }
-            });
+            // SAFETY: `hdrs[..free]` point at `iovs`, which point at
+            // distinct free slots of `batch` and distinct scratch headers,
+            // and at distinct scratch addresses; all outlive the call.
+            let result = self
+                .socket
+                .try_io(|| unsafe { crate::dgram::recvmmsg_raw(fd, &mut hdrs[..free]) });
             match result {
                 Ok(n) => break n.min(free),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
@@ -728,16 +714,8 @@ impl VxlanPlug {
             if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 len = len.max(MAX_FRAME_SLOT);
             }
-            if kept != i {
-                // An earlier datagram was refused: move this frame down to
-                // the next slot to commit. Only on abnormal traffic.
-                let mut slots = batch.free_slots();
-                if let (Some(dst), Some(src)) = (slots.next(), slots.nth(i - kept - 1)) {
-                    let n = len.min(MAX_FRAME_SLOT);
-                    dst[..n].copy_from_slice(&src[..n]);
-                }
-            }
-            batch.commit(len);
+            // After a refused datagram, this frame moves down a slot.
+            batch.commit_from(i - kept, len);
             self.counters.rx_datagrams += 1;
             let frame = batch.frame(base + kept);
             if let (Some(src), Some(from)) = (frame.get(6..12), from_sockaddr(&self.rx.names[i])) {
