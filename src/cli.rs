@@ -2,11 +2,11 @@
 //! `switchboard ctl`.
 
 use crate::config::{
-    self, ConfigError, ConfigFile, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
+    self, ConfigError, ConfigFile, MgmtPlan, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
     resolve_group,
 };
 use crate::control::router_views::{ArpView, ConntrackView, NatView, RouteView, RouterView};
-use crate::control::views::{MacView, PortView, StatsView};
+use crate::control::views::{MacView, PortView, StatsView, VlanView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
 use crate::plug::cable::CableOptions;
@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one switch segment, taking vde_switch's options with the same
     /// meaning (a drop-in for scripts that start vde_switch).
-    Switch(SwitchArgs),
+    Switch(Box<SwitchArgs>),
     /// Run the networks described in a TOML file, or the embedded default
     /// network when no file is given.
     Run(RunArgs),
@@ -174,6 +174,17 @@ pub struct SwitchArgs {
     /// Control socket path (default: DIR/control).
     #[arg(long = "control", value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve vde_switch's management console here (vdecmd, unixterm), like
+    /// vde_switch -M.
+    #[arg(short = 'M', long = "mgmt", value_name = "PATH")]
+    pub mgmt: Option<PathBuf>,
+    /// Permissions of the console socket (octal, default 0600), like
+    /// vde_switch --mgmtmode.
+    #[arg(long = "mgmtmode", value_name = "MODE")]
+    pub mgmtmode: Option<String>,
+    /// Group owning the console socket, like vde_switch --mgmtgroup.
+    #[arg(long = "mgmtgroup", value_name = "GROUP")]
+    pub mgmtgroup: Option<String>,
 }
 
 /// `switchboard run`.
@@ -210,6 +221,11 @@ pub enum CtlCommand {
     Ports,
     /// The MAC table of one segment, or of all.
     Macs {
+        /// The segment.
+        segment: Option<String>,
+    },
+    /// The 802.1Q VLANs of one segment, or of all, with their ports.
+    Vlans {
         /// The segment.
         segment: Option<String>,
     },
@@ -300,6 +316,8 @@ impl SwitchArgs {
                 config,
                 vde: Some(VdePlan { dir, perms }),
                 taps,
+                vlans: Vec::new(),
+                tap_vlans: Vec::new(),
                 tap_offload: !self.no_offload,
                 stream: self.stream.clone(),
                 stream_tcp: self.stream_tcp,
@@ -308,6 +326,11 @@ impl SwitchArgs {
                 udp: Vec::new(),
             }],
             routers: Vec::new(),
+            mgmt: MgmtPlan::from_options(
+                self.mgmt.as_deref(),
+                self.mgmtmode.as_deref(),
+                self.mgmtgroup.as_deref(),
+            )?,
         })
     }
 }
@@ -390,6 +413,9 @@ fn ctl(args: CtlArgs) -> i32 {
         CtlCommand::Macs { segment } => Request::Macs {
             segment: segment.clone(),
         },
+        CtlCommand::Vlans { segment } => Request::Vlans {
+            segment: segment.clone(),
+        },
         CtlCommand::Stats { reset: false } => Request::Stats,
         CtlCommand::Stats { reset: true } => Request::ResetCounters,
         CtlCommand::Routers => Request::Routers,
@@ -432,6 +458,9 @@ fn ctl(args: CtlArgs) -> i32 {
         }
         Request::Macs { .. } => {
             serde_json::from_value::<Vec<MacView>>(result).map(|rows| render_macs(&rows))
+        }
+        Request::Vlans { .. } => {
+            serde_json::from_value::<Vec<VlanView>>(result).map(|rows| render_vlans(&rows))
         }
         Request::Stats => serde_json::from_value::<StatsView>(result).map(|s| render_stats(&s)),
         Request::ResetCounters => Ok("counters reset\n".to_string()),
@@ -509,6 +538,7 @@ fn render_ports(rows: &[PortView]) -> String {
                 p.tx_frames.to_string(),
                 p.tx_bytes.to_string(),
                 p.drops.total().to_string(),
+                port_state(p),
                 describe_port(p),
             ]
         })
@@ -523,6 +553,7 @@ fn render_ports(rows: &[PortView]) -> String {
             "TX-FRAMES",
             "TX-BYTES",
             "DROPS",
+            "STATE",
             "DESCRIPTION",
         ],
         &rows,
@@ -711,6 +742,16 @@ fn render_arp(rows: &[ArpView]) -> String {
     )
 }
 
+/// Whether a port forwards: `blocked<Ns` (until N seconds of uptime) while
+/// the storm guard blocks it, `split` for a split-horizon port, else `fwd`.
+fn port_state(p: &PortView) -> String {
+    match (p.blocked_until_secs, p.split_horizon) {
+        (Some(t), _) => format!("blocked<{t}s"),
+        (None, true) => "split".into(),
+        (None, false) => "fwd".into(),
+    }
+}
+
 /// A port's description, with the plug's own non-zero counters after it.
 fn describe_port(p: &PortView) -> String {
     let extra: Vec<String> = p
@@ -745,6 +786,32 @@ fn render_macs(rows: &[MacView]) -> String {
     table(&["SEGMENT", "VLAN", "MAC", "PORT", "AGE"], &rows)
 }
 
+fn render_vlans(rows: &[VlanView]) -> String {
+    let list = |ports: &[u16]| {
+        if ports.is_empty() {
+            "-".to_string()
+        } else {
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|v| {
+            vec![
+                v.segment.clone(),
+                v.vlan.to_string(),
+                list(&v.untagged),
+                list(&v.tagged),
+            ]
+        })
+        .collect();
+    table(&["SEGMENT", "VLAN", "UNTAGGED", "TAGGED"], &rows)
+}
+
 fn render_stats(s: &StatsView) -> String {
     let mut out = format!("uptime {}s\n\n", s.uptime_secs);
     let rows: Vec<Vec<String>> = s
@@ -763,6 +830,7 @@ fn render_stats(s: &StatsView) -> String {
                 (g.counters.flooded_unknown + g.counters.flooded_multicast).to_string(),
                 g.counters.learn_refused_table_full.to_string(),
                 g.counters.mac_moves.to_string(),
+                g.counters.storm_blocks.to_string(),
             ]
         })
         .collect();
@@ -779,6 +847,7 @@ fn render_stats(s: &StatsView) -> String {
             "FLOODED",
             "LEARN-REFUSED",
             "MOVES",
+            "STORM-BLOCKS",
         ],
         &rows,
     ));
@@ -797,6 +866,8 @@ fn render_stats(s: &StatsView) -> String {
                 d.same_port.to_string(),
                 d.tx_queue_full.to_string(),
                 d.tx_error.to_string(),
+                d.storm_blocked.to_string(),
+                d.split_horizon.to_string(),
             ]
         })
         .collect();
@@ -812,6 +883,8 @@ fn render_stats(s: &StatsView) -> String {
                 "SAME-PORT",
                 "TX-FULL",
                 "TX-ERROR",
+                "STORM",
+                "SPLIT",
             ],
             &drops,
         ));
@@ -862,6 +935,40 @@ mod tests {
         let vde = seg.vde.as_ref().unwrap();
         assert_eq!(vde.dir, PathBuf::from("/tmp/sw"));
         assert_eq!(vde.perms.mode, Some(0o660));
+    }
+
+    #[test]
+    fn vde_switch_console_flags_map_to_a_plan() {
+        let plan = |args: &[&str]| {
+            let mut argv = vec!["switchboard", "switch", "-s", "/tmp/sw"];
+            argv.extend_from_slice(args);
+            let Some(Command::Switch(a)) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not switch")
+            };
+            a.to_plan()
+        };
+        let p = plan(&[
+            "-M",
+            "/tmp/sw.mgmt",
+            "--mgmtmode",
+            "0660",
+            "--mgmtgroup",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            p.mgmt,
+            Some(MgmtPlan {
+                path: PathBuf::from("/tmp/sw.mgmt"),
+                mode: 0o660,
+                group: Some(0)
+            })
+        );
+        let p = plan(&["--mgmt", "/tmp/sw.mgmt"]).unwrap();
+        assert_eq!(p.mgmt.map(|m| m.mode), Some(0o600));
+        assert_eq!(plan(&[]).unwrap().mgmt, None);
+        assert!(plan(&["--mgmtmode", "0660"]).is_err());
+        assert!(plan(&["-M", "/x", "--mgmtgroup", "no-such-group-here"]).is_err());
     }
 
     #[test]

@@ -4,10 +4,18 @@
 //! ```toml
 //! # where `switchboard ctl` finds this process (optional)
 //! control = "/run/switchboard/control"
+//! # vde_switch's management console (vdecmd, unixterm), like vde_switch -M;
+//! # with several segments it starts on the first (`segment NAME` switches)
+//! mgmt = "/run/switchboard/mgmt"
+//! mgmt_mode = "0600"             # like --mgmtmode
+//! mgmt_group = "kvm"             # like --mgmtgroup
 //!
 //! [segments.lan]
 //! vde = "/run/switchboard/lan"   # a VDE2 switch directory (QEMU -netdev vde,sock=...)
-//! taps = ["tap0"]                # taps to open and plug in
+//! taps = ["tap0"]                # taps to open and plug in; a table sets 802.1Q VLANs:
+//! # taps = ["tap0", { name = "tap1", vlan = 10, tagged = [20, 30] }] (vlan: the
+//! # untagged VLAN, default 1; tagged: a trunk's VLANs)
+//! vlans = [10, 20, 30]           # VLANs besides the default (1); any makes the segment filter
 //! tap_offload = true             # 64 KiB super-frames between taps (TSO)
 //! stream = "/run/switchboard/lan.stream"  # QEMU -netdev stream (4-byte framing)
 //! stream_tcp = "127.0.0.1:5555"  # the same over TCP
@@ -17,6 +25,15 @@
 //! max_ports = 32                 # like vde_switch -n
 //! mac_table_size = 4096          # MAC table bound
 //! mac_aging_secs = 300           # forget silent stations after this long
+//! # Loops (there is no spanning tree): `mesh` makes the udp and vxlan ports
+//! # split-horizon (nothing is relayed from one tunnel to another), for a full
+//! # mesh of tunnels; a port whose peer floods (broadcast, multicast, unknown
+//! # unicast) more than `storm_limit_pps` frames per second (0: never) is
+//! # blocked for `storm_block_secs`, doubling on repeats within a minute up to
+//! # 5 minutes, which breaks any other loop
+//! mesh = false
+//! storm_limit_pps = 20000
+//! storm_block_secs = 10
 //! mode = "0660"                  # socket permissions, like vde_switch -m
 //! dirmode = "2770"               # directory permissions, like --dirmode
 //! group = "kvm"                  # group of the directory and sockets, like -g
@@ -77,6 +94,12 @@ use std::time::Duration;
 pub struct ConfigFile {
     /// Path of the control socket.
     pub control: Option<PathBuf>,
+    /// Path of the `vde_switch` management console socket.
+    pub mgmt: Option<PathBuf>,
+    /// Its mode, octal.
+    pub mgmt_mode: Option<String>,
+    /// Its group.
+    pub mgmt_group: Option<String>,
     /// Segments by name.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentSection>,
@@ -188,7 +211,10 @@ pub struct SegmentSection {
     pub vde: Option<PathBuf>,
     /// Taps plugged into this segment.
     #[serde(default)]
-    pub taps: Vec<String>,
+    pub taps: Vec<TapEntry>,
+    /// 802.1Q VLANs created at start, besides the default VLAN 1.
+    #[serde(default)]
+    pub vlans: Vec<u16>,
     /// Open taps with virtio-net headers and TSO/checksum offload (default
     /// true).
     pub tap_offload: Option<bool>,
@@ -212,6 +238,13 @@ pub struct SegmentSection {
     pub mac_table_size: Option<usize>,
     /// MAC aging, seconds.
     pub mac_aging_secs: Option<u64>,
+    /// The tunnels form a full mesh: make them split-horizon.
+    #[serde(default)]
+    pub mesh: bool,
+    /// Flooded frames per second a port may send before it is blocked.
+    pub storm_limit_pps: Option<u32>,
+    /// The first block of a storming port, seconds.
+    pub storm_block_secs: Option<u64>,
     /// Socket mode, octal.
     pub mode: Option<String>,
     /// Directory mode, octal.
@@ -224,6 +257,51 @@ pub struct SegmentSection {
     /// UDP tunnels to other hosts.
     #[serde(default)]
     pub udp: Vec<UdpSection>,
+}
+
+/// One entry of a segment's `taps` list: a name, or a table with VLAN
+/// settings, so the common case stays a plain list of names.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TapEntry {
+    /// A tap in the default VLAN only.
+    Name(String),
+    /// A tap with VLAN settings.
+    Table(TapTable),
+}
+
+impl TapEntry {
+    /// The tap's interface name.
+    pub fn name(&self) -> &str {
+        match self {
+            TapEntry::Name(n) => n,
+            TapEntry::Table(t) => &t.name,
+        }
+    }
+}
+
+/// A tap with VLAN settings, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapTable {
+    /// The interface name.
+    pub name: String,
+    /// Its untagged VLAN (default 1).
+    pub vlan: Option<u16>,
+    /// The VLANs it carries tagged.
+    #[serde(default)]
+    pub tagged: Vec<u16>,
+}
+
+/// A tap's checked VLAN settings, applied after the tap is plugged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapVlans {
+    /// The tap's interface name.
+    pub tap: String,
+    /// Its untagged VLAN.
+    pub untagged: u16,
+    /// The VLANs it carries tagged.
+    pub tagged: Vec<u16>,
 }
 
 /// One entry of a segment's `udp` list, as written: a point-to-point UDP
@@ -292,6 +370,10 @@ pub struct SegmentPlan {
     pub vde: Option<VdePlan>,
     /// Taps to open.
     pub taps: Vec<String>,
+    /// VLANs to create besides the default one.
+    pub vlans: Vec<u16>,
+    /// VLAN settings of the taps that have any.
+    pub tap_vlans: Vec<TapVlans>,
     /// Open them with offloads (super-frames between taps).
     pub tap_offload: bool,
     /// QEMU stream socket (Unix) to listen on.
@@ -377,6 +459,52 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
     /// The routers joining them.
     pub routers: Vec<RouterPlan>,
+    /// The `vde_switch` management console, if one is served.
+    pub mgmt: Option<MgmtPlan>,
+}
+
+/// `vde_switch`'s management console socket (`-M`, `--mgmtmode`,
+/// `--mgmtgroup`), which test rigs drive with `vdecmd` and `unixterm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MgmtPlan {
+    /// Where the socket goes.
+    pub path: PathBuf,
+    /// Its mode (`vde_switch`'s default is 0600: the console can shut the
+    /// switch down).
+    pub mode: u32,
+    /// The group owning it, if set.
+    pub group: Option<u32>,
+}
+
+impl MgmtPlan {
+    /// `vde_switch`'s console socket mode when `--mgmtmode` is not given.
+    pub const DEFAULT_MODE: u32 = 0o600;
+
+    /// Checks the options as `vde_switch` takes them: an octal mode and a
+    /// group name (or number). Mode or group without a path is an error,
+    /// since it would silently do nothing.
+    pub fn from_options(
+        path: Option<&Path>,
+        mode: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Option<MgmtPlan>, ConfigError> {
+        let Some(path) = path else {
+            if mode.is_some() || group.is_some() {
+                return Err(ConfigError(
+                    "a management console mode or group needs its path (mgmt, -M)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(MgmtPlan {
+            path: path.to_path_buf(),
+            mode: mode
+                .map(parse_mode)
+                .transpose()?
+                .unwrap_or(Self::DEFAULT_MODE),
+            group: group.map(resolve_group).transpose()?,
+        }))
+    }
 }
 
 /// A configuration problem, said so a person can fix it: the same type the
@@ -414,6 +542,8 @@ pub fn default_plan() -> Plan {
                 perms: Permissions::default(),
             }),
             taps: Vec::new(),
+            vlans: Vec::new(),
+            tap_vlans: Vec::new(),
             tap_offload: true,
             stream: Some(dir.join("default.stream")),
             stream_tcp: None,
@@ -422,6 +552,7 @@ pub fn default_plan() -> Plan {
             udp: Vec::new(),
         }],
         routers: Vec::new(),
+        mgmt: None,
     }
 }
 
@@ -491,6 +622,13 @@ impl ConfigFile {
             if let Some(v) = s.mac_aging_secs {
                 config.mac_aging = Duration::from_secs(v);
             }
+            config.mesh = s.mesh;
+            if let Some(v) = s.storm_limit_pps {
+                config.storm_limit_pps = v;
+            }
+            if let Some(v) = s.storm_block_secs {
+                config.storm_block = Duration::from_secs(v);
+            }
             config
                 .validate()
                 .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
@@ -527,7 +665,17 @@ impl ConfigFile {
                 }
                 None => None,
             };
-            for t in &s.taps {
+            let vlans = vlan_list(&name, &s.vlans)?;
+            let mut tap_vlans = Vec::new();
+            for entry in &s.taps {
+                if let TapEntry::Table(t) = entry
+                    && let Some(v) = tap_vlan_plan(&name, t, &vlans)?
+                {
+                    tap_vlans.push(v);
+                }
+            }
+            let tap_names: Vec<String> = s.taps.iter().map(|t| t.name().to_string()).collect();
+            for t in &tap_names {
                 if t.is_empty() || t.len() > 15 {
                     return Err(ConfigError(format!(
                         "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
@@ -555,7 +703,9 @@ impl ConfigFile {
             segments.push(SegmentPlan {
                 config,
                 vde,
-                taps: s.taps,
+                taps: tap_names,
+                vlans,
+                tap_vlans,
                 tap_offload: s.tap_offload.unwrap_or(true),
                 stream: s.stream,
                 stream_tcp: s.stream_tcp,
@@ -568,10 +718,16 @@ impl ConfigFile {
         for (name, r) in self.routers {
             routers.push(router_plan(&name, r, &segments)?);
         }
+        let mgmt = MgmtPlan::from_options(
+            self.mgmt.as_deref(),
+            self.mgmt_mode.as_deref(),
+            self.mgmt_group.as_deref(),
+        )?;
         Ok(Plan {
             control: self.control.unwrap_or_else(default_control_path),
             segments,
             routers,
+            mgmt,
         })
     }
 }
@@ -580,6 +736,71 @@ impl ConfigFile {
 /// `locals` holds the addresses already taken by other VXLAN ports: one
 /// UDP socket carries one VNI here, so two ports may not share a port
 /// number on overlapping addresses.
+/// Checks a segment's `vlans` list: ids in 1..=4094, none twice. The
+/// default VLAN may be listed; it exists anyway.
+fn vlan_list(segment: &str, vlans: &[u16]) -> Result<Vec<u16>, ConfigError> {
+    let mut out: Vec<u16> = Vec::new();
+    for &v in vlans {
+        if !(1..=crate::switch::vlan::MAX_VID).contains(&v) {
+            return Err(ConfigError(format!(
+                "segments.{segment}.vlans: {v} is outside 1..=4094"
+            )));
+        }
+        if out.contains(&v) {
+            return Err(ConfigError(format!(
+                "segments.{segment}.vlans: {v} appears twice"
+            )));
+        }
+        if v != crate::switch::DEFAULT_VLAN {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks one tap's VLAN settings against the segment's VLANs; `None` when
+/// it has none beyond the defaults.
+fn tap_vlan_plan(
+    segment: &str,
+    t: &TapTable,
+    vlans: &[u16],
+) -> Result<Option<TapVlans>, ConfigError> {
+    let known = |v: u16| v == crate::switch::DEFAULT_VLAN || vlans.contains(&v);
+    let bad = |what: String| {
+        Err(ConfigError(format!(
+            "segments.{segment}.taps: tap {:?}: {what}",
+            t.name
+        )))
+    };
+    let untagged = t.vlan.unwrap_or(crate::switch::DEFAULT_VLAN);
+    if !known(untagged) {
+        return bad(format!(
+            "vlan {untagged} is not in the segment's vlans list"
+        ));
+    }
+    let mut tagged: Vec<u16> = Vec::new();
+    for &v in &t.tagged {
+        if !known(v) {
+            return bad(format!(
+                "tagged VLAN {v} is not in the segment's vlans list"
+            ));
+        }
+        if v == untagged || tagged.contains(&v) {
+            return bad(format!("VLAN {v} is given twice"));
+        }
+        tagged.push(v);
+    }
+    tagged.sort_unstable();
+    if untagged == crate::switch::DEFAULT_VLAN && tagged.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TapVlans {
+        tap: t.name.clone(),
+        untagged,
+        tagged,
+    }))
+}
+
 fn vxlan_plans(
     segment: &str,
     list: &[VxlanSection],
@@ -991,6 +1212,31 @@ mod tests {
     }
 
     #[test]
+    fn mgmt_console_keys() {
+        let p = plan(
+            "mgmt = \"/tmp/sb/mgmt\"\nmgmt_mode = \"0660\"\nmgmt_group = \"0\"\n[segments.a]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.mgmt,
+            Some(MgmtPlan {
+                path: PathBuf::from("/tmp/sb/mgmt"),
+                mode: 0o660,
+                group: Some(0),
+            })
+        );
+        let p = plan("mgmt = \"/tmp/sb/mgmt\"\n[segments.a]\n").unwrap();
+        assert_eq!(p.mgmt.map(|m| (m.mode, m.group)), Some((0o600, None)));
+        assert_eq!(plan("[segments.a]\n").unwrap().mgmt, None);
+        let e = plan("mgmt_mode = \"0660\"\n[segments.a]\n").unwrap_err().0;
+        assert!(e.contains("needs its path"), "{e}");
+        let e = plan("mgmt = \"/x\"\nmgmt_mode = \"999\"\n[segments.a]\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("invalid mode"), "{e}");
+    }
+
+    #[test]
     fn full_example_parses() {
         let p = plan(
             r#"
@@ -1079,6 +1325,36 @@ taps = ["tap2"]
             .unwrap_err()
             .0;
         assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn loop_protection_keys_parse_and_are_checked() {
+        let p = plan("[segments.a]\n[segments.b]\nmesh = true\nstorm_limit_pps = 500\nstorm_block_secs = 30\n[segments.c]\nstorm_limit_pps = 0\n").unwrap();
+        let (a, b, c) = (
+            &p.segments[0].config,
+            &p.segments[1].config,
+            &p.segments[2].config,
+        );
+        assert_eq!(
+            (a.mesh, a.storm_limit_pps, a.storm_block),
+            (false, 20_000, Duration::from_secs(10))
+        );
+        assert_eq!(
+            (b.mesh, b.storm_limit_pps, b.storm_block),
+            (true, 500, Duration::from_secs(30))
+        );
+        assert_eq!(c.storm_limit_pps, 0);
+        let e = plan("[segments.a]\nstorm_block_secs = 0\n").unwrap_err().0;
+        assert!(
+            e.contains("segments.a") && e.contains("storm block 0 s"),
+            "{e}"
+        );
+        let e = plan("[segments.a]\nstorm_limit_pps = 20000000\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("storm_limit_pps 20000000"), "{e}");
+        let e = plan("[segments.a]\nstorm_limit_pps = -1\n").unwrap_err().0;
+        assert!(e.contains("storm_limit_pps"), "{e}");
     }
 
     #[test]
@@ -1320,5 +1596,42 @@ udp = [{{ local = "[::1]", remote = "[2001:db8::1]:7000" }}]
                 .dir
                 .ends_with("switchboard/default")
         );
+    }
+
+    #[test]
+    fn vlans_and_tap_tables() {
+        let p = plan(
+            r#"
+[segments.lan]
+vlans = [10, 20, 30]
+taps = ["tap0", { name = "tap1", vlan = 10, tagged = [30, 20] }, { name = "tap2" }]
+"#,
+        )
+        .unwrap();
+        let lan = &p.segments[0];
+        assert_eq!(lan.taps, vec!["tap0", "tap1", "tap2"]);
+        assert_eq!(lan.vlans, vec![10, 20, 30]);
+        assert_eq!(
+            lan.tap_vlans,
+            vec![TapVlans {
+                tap: "tap1".into(),
+                untagged: 10,
+                tagged: vec![20, 30],
+            }]
+        );
+        let err = |text: &str| plan(text).unwrap_err().to_string();
+        let e = err("[segments.lan]\nvlans = [10]\ntaps = [{ name = \"t\", vlan = 20 }]\n");
+        assert!(
+            e.contains("vlan 20 is not in the segment's vlans list"),
+            "{e}"
+        );
+        let e = err(
+            "[segments.lan]\nvlans = [10]\ntaps = [{ name = \"t\", vlan = 10, tagged = [10] }]\n",
+        );
+        assert!(e.contains("VLAN 10 is given twice"), "{e}");
+        let e = err("[segments.lan]\nvlans = [4095]\n");
+        assert!(e.contains("4095 is outside 1..=4094"), "{e}");
+        let e = err("[segments.lan]\nvlans = [7, 7]\n");
+        assert!(e.contains("7 appears twice"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod request;
 pub mod router_views;
 pub mod server;
+pub mod vde_console;
 pub mod views;
 
 pub use request::Request;

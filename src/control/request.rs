@@ -19,6 +19,11 @@ pub enum Request {
         /// Restrict to this segment.
         segment: Option<String>,
     },
+    /// The VLANs of one segment, or of all, with their member ports.
+    Vlans {
+        /// Restrict to this segment.
+        segment: Option<String>,
+    },
     /// Counters of every segment and port.
     Stats,
     /// Zero the counters of every port and segment.
@@ -132,6 +137,10 @@ impl Request {
             ["macs", seg] => Ok(Request::Macs {
                 segment: Some(seg.to_string()),
             }),
+            ["vlans"] => Ok(Request::Vlans { segment: None }),
+            ["vlans", seg] => Ok(Request::Vlans {
+                segment: Some(seg.to_string()),
+            }),
             ["stats"] => Ok(Request::Stats),
             ["stats", "reset"] => Ok(Request::ResetCounters),
             ["routers"] => Ok(Request::Routers),
@@ -197,6 +206,8 @@ impl Request {
             Request::Ports => "ports".into(),
             Request::Macs { segment: None } => "macs".into(),
             Request::Macs { segment: Some(s) } => format!("macs {s}"),
+            Request::Vlans { segment: None } => "vlans".into(),
+            Request::Vlans { segment: Some(s) } => format!("vlans {s}"),
             Request::Stats => "stats".into(),
             Request::ResetCounters => "stats reset".into(),
             Request::Routers => "routers".into(),
@@ -257,6 +268,10 @@ mod tests {
             Request::Ports,
             Request::Macs { segment: None },
             Request::Macs {
+                segment: Some("lan".into()),
+            },
+            Request::Vlans { segment: None },
+            Request::Vlans {
                 segment: Some("lan".into()),
             },
             Request::Stats,

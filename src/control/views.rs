@@ -27,9 +27,86 @@ pub struct PortView {
     pub tx_bytes: u64,
     /// Drops by reason.
     pub drops: DropCounters,
+    /// A split-horizon port (a tunnel of a `mesh` segment).
+    #[serde(default)]
+    pub split_horizon: bool,
+    /// While the storm guard blocks the port: when the block ends, in
+    /// seconds since the daemon started (the clock of `uptime_secs` in
+    /// `ctl stats`), rounded up. `null` when the port forwards.
+    #[serde(default)]
+    pub blocked_until_secs: Option<u64>,
+    /// The port's untagged VLAN (its PVID).
+    #[serde(default = "default_vlan")]
+    pub untagged_vlan: u16,
+    /// The VLANs the port carries tagged, ascending.
+    #[serde(default)]
+    pub tagged_vlans: Vec<u16>,
     /// What the plug itself counts (a tunnel's refused datagrams, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plug: BTreeMap<String, u64>,
+}
+
+/// What an older daemon, which knew no VLANs, had every port in.
+fn default_vlan() -> u16 {
+    crate::switch::DEFAULT_VLAN
+}
+
+/// One row of `ctl vlans`: a VLAN of a segment and who is in it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VlanView {
+    /// Segment name.
+    pub segment: String,
+    /// The VLAN id.
+    pub vlan: u16,
+    /// Numbers of the ports that carry it untagged (their PVID).
+    pub untagged: Vec<u16>,
+    /// Numbers of the ports that carry it tagged.
+    pub tagged: Vec<u16>,
+}
+
+/// Builds the VLAN rows of one segment (or all), ordered by segment and
+/// VLAN, member port numbers ascending. `None` when the named segment
+/// does not exist.
+pub fn vlans(engine: &Engine, segment: Option<&str>) -> Option<Vec<VlanView>> {
+    if let Some(name) = segment {
+        engine.segment_by_name(name)?;
+    }
+    let mut rows = Vec::new();
+    for (sid, seg) in engine.segments() {
+        if segment.is_some_and(|n| n != seg.name()) {
+            continue;
+        }
+        let members: Vec<(u16, u16, Vec<u16>)> = seg
+            .ports()
+            .iter()
+            .filter_map(|&p| {
+                let (u, t) = engine.port_vlans(p)?;
+                Some((engine.port(p)?.number(), u, t))
+            })
+            .collect();
+        for vlan in engine.vlans(sid) {
+            let mut untagged: Vec<u16> = members
+                .iter()
+                .filter(|m| m.1 == vlan)
+                .map(|m| m.0)
+                .collect();
+            let mut tagged: Vec<u16> = members
+                .iter()
+                .filter(|m| m.2.contains(&vlan))
+                .map(|m| m.0)
+                .collect();
+            untagged.sort_unstable();
+            tagged.sort_unstable();
+            rows.push(VlanView {
+                segment: seg.name().to_string(),
+                vlan,
+                untagged,
+                tagged,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.segment, a.vlan).cmp(&(&b.segment, b.vlan)));
+    Some(rows)
 }
 
 /// One row of `ctl macs`.
@@ -66,6 +143,12 @@ pub struct SegmentStatsView {
     pub mac_table_size: usize,
     /// Aging, seconds.
     pub mac_aging_secs: u64,
+    /// Tunnels are split-horizon.
+    #[serde(default)]
+    pub mesh: bool,
+    /// Storm guard limit, flooded frames per second per port (0: off).
+    #[serde(default)]
+    pub storm_limit_pps: u32,
     /// Segment events.
     pub counters: SegmentCounters,
     /// The sum of the segment's port counters.
@@ -93,6 +176,9 @@ pub fn ports(
         .ports()
         .map(|(id, p)| {
             let c = p.counters();
+            let vlans = engine
+                .port_vlans(id)
+                .unwrap_or((crate::switch::DEFAULT_VLAN, Vec::new()));
             PortView {
                 segment: engine
                     .segment(p.segment())
@@ -106,6 +192,10 @@ pub fn ports(
                 tx_frames: c.tx_frames,
                 tx_bytes: c.tx_bytes,
                 drops: c.drops,
+                split_horizon: p.split_horizon(),
+                blocked_until_secs: p.blocked_until().map(|t| t.as_micros().div_ceil(1_000_000)),
+                untagged_vlan: vlans.0,
+                tagged_vlans: vlans.1,
                 plug: plug_stats(id)
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
@@ -172,6 +262,8 @@ pub fn stats(
                 macs: s.mac_table().len(),
                 mac_table_size: cfg.mac_table_size,
                 mac_aging_secs: cfg.mac_aging.as_secs(),
+                mesh: cfg.mesh,
+                storm_limit_pps: cfg.storm_limit_pps,
                 counters: *s.counters(),
                 totals,
             }

@@ -319,6 +319,7 @@ fn attach_new_peers(d: &mut Daemon, segment: SegmentId, hub: &SharedHub, now: In
             number: None,
             kind: "dgram",
             description: plug.description.clone(),
+            ..Default::default()
         };
         // On failure the plug is dropped, which forgets the peer.
         match d.add_port(segment, req, Box::new(plug)) {

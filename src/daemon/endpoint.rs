@@ -1,6 +1,7 @@
 //! Everything the event loop watches, under one type.
 
 use super::dgram_hub::SharedHub;
+use super::mgmt::{MgmtConn, MgmtListener};
 use crate::control::server::{ControlConn, ControlListener};
 use crate::switch::{PortId, SegmentId};
 use signal_hook_mio::v1_0::Signals;
@@ -52,6 +53,10 @@ pub(crate) enum Endpoint {
         /// The connection.
         pending: PendingHandshake,
     },
+    /// The `vde_switch` console socket (`-M PATH`).
+    MgmtListener(MgmtListener),
+    /// One console client.
+    MgmtConn(MgmtConn),
     /// A port: frames in and out.
     Port {
         /// The core's handle.

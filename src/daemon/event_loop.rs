@@ -123,7 +123,7 @@ pub struct Daemon {
     /// Every router, to drain its output and run its timers.
     pub(super) routers: Vec<SharedRouter>,
     pidfile: Option<PathBuf>,
-    stop: bool,
+    pub(super) stop: bool,
 }
 
 impl Daemon {
@@ -154,6 +154,11 @@ impl Daemon {
                 .engine
                 .add_segment(seg.config.clone())
                 .map_err(|e| DaemonError::Setup(e.to_string()))?;
+            for &vid in &seg.vlans {
+                d.engine.create_vlan(id, vid).map_err(|e| {
+                    DaemonError::Setup(format!("segment {}: vlan {vid}: {e}", seg.config.name))
+                })?;
+            }
             if let Some(vde) = &seg.vde {
                 open_vde_dir(&mut d, id, vde)?;
             }
@@ -183,16 +188,29 @@ impl Daemon {
                 let plug =
                     TapPlug::open(tap, &opts).map_err(|e| DaemonError::Setup(e.to_string()))?;
                 let description = plug.description().to_string();
-                d.add_port(
-                    id,
-                    PortRequest {
-                        number: None,
-                        kind: "tap",
-                        description,
-                    },
-                    Box::new(plug),
-                )
-                .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
+                let port = d
+                    .add_port(
+                        id,
+                        PortRequest {
+                            number: None,
+                            kind: "tap",
+                            description,
+                            ..Default::default()
+                        },
+                        Box::new(plug),
+                    )
+                    .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
+                if let Some(v) = seg.tap_vlans.iter().find(|v| &v.tap == tap) {
+                    let vlan_err = |e: crate::switch::VlanError| {
+                        DaemonError::Setup(format!("tap {tap}: VLANs: {e}"))
+                    };
+                    d.engine
+                        .set_untagged_vlan(port, v.untagged)
+                        .map_err(vlan_err)?;
+                    for &t in &v.tagged {
+                        d.engine.add_tagged_vlan(port, t).map_err(vlan_err)?;
+                    }
+                }
             }
             super::vxlan::open_vxlan_ports(&mut d, id, &seg.vxlan)?;
             super::tunnels::open_tunnels(&mut d, id, &seg.udp)?;
@@ -206,6 +224,9 @@ impl Daemon {
         let control = ControlListener::bind(&plan.control)?;
         d.insert(Endpoint::ControlListener(control), Interest::READABLE)?;
         tracing::info!(control = %plan.control.display(), "control socket ready");
+        if let Some(mgmt) = &plan.mgmt {
+            super::mgmt::open_mgmt(&mut d, plan, mgmt)?;
+        }
         Ok(d)
     }
 
@@ -281,6 +302,8 @@ impl Daemon {
                 registry.register(&mut hub.borrow_mut().hub, token, interest)
             }
             Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
+            Endpoint::MgmtListener(l) => registry.register(l, token, interest),
+            Endpoint::MgmtConn(c) => registry.register(c, token, interest),
             Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
         };
         r.map_err(DaemonError::Io)?;
@@ -299,6 +322,8 @@ impl Daemon {
             Endpoint::StreamListener { listener, .. } => registry.deregister(listener),
             Endpoint::DgramHub { hub, .. } => registry.deregister(&mut hub.borrow_mut().hub),
             Endpoint::Handshake { pending, .. } => registry.deregister(pending),
+            Endpoint::MgmtListener(l) => registry.deregister(l),
+            Endpoint::MgmtConn(c) => registry.deregister(c),
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
         Some(ep)
@@ -416,6 +441,7 @@ impl Daemon {
                 number: None,
                 kind: "stream",
                 description: port.description().to_string(),
+                ..Default::default()
             };
             if let Err(e) = self.add_port(segment, req, Box::new(port)) {
                 tracing::warn!(error = %e, "stream client refused; connection closed");
@@ -530,6 +556,8 @@ impl Daemon {
             Endpoint::VdeListener { .. } => accept_clients(self, token),
             Endpoint::StreamListener { .. } => self.accept_stream_clients(token),
             Endpoint::Handshake { .. } => advance_handshake(self, token),
+            Endpoint::MgmtListener(_) => super::mgmt::accept_mgmt(self, token),
+            Endpoint::MgmtConn(_) => super::mgmt::serve_mgmt(self, token),
         }
     }
 
@@ -621,6 +649,12 @@ impl Daemon {
             }
             Request::Macs { segment } => {
                 let rows = views::macs(&self.engine, segment.as_deref(), now).ok_or_else(|| {
+                    format!("no segment named {:?}", segment.as_deref().unwrap_or(""))
+                })?;
+                serde_json::to_value(rows)
+            }
+            Request::Vlans { segment } => {
+                let rows = views::vlans(&self.engine, segment.as_deref()).ok_or_else(|| {
                     format!("no segment named {:?}", segment.as_deref().unwrap_or(""))
                 })?;
                 serde_json::to_value(rows)

@@ -30,6 +30,7 @@ mod dgram_hub;
 mod endpoint;
 mod event_loop;
 mod forward;
+mod mgmt;
 mod router_port;
 mod soft_offload;
 mod tunnels;

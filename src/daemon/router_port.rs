@@ -222,6 +222,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
                     number: None,
                     kind: "router",
                     description,
+                    ..Default::default()
                 },
                 Box::new(plug),
             )

@@ -8,6 +8,12 @@
 //! (`switchboard_plugs::udp_tunnel`); this module only binds the sockets
 //! at start-up, where a bad address or a port in use stops the daemon with
 //! a message naming the tunnel.
+//!
+//! Loop protection needs two things from here: on a `mesh` segment the
+//! tunnels are split-horizon ports, and every tunnel gets a link key both
+//! of its ends compute alike (from the UDP port pair, which wildcard binds
+//! do not hide), so the storm guards at both ends of a looping pair of
+//! cables block the same cable.
 
 use super::event_loop::{Daemon, DaemonError};
 use crate::config::UdpTunnelPlan;
@@ -21,6 +27,7 @@ pub(super) fn open_tunnels(
     segment: SegmentId,
     tunnels: &[UdpTunnelPlan],
 ) -> Result<(), DaemonError> {
+    let mesh = d.engine.segment(segment).is_some_and(|s| s.config().mesh);
     for t in tunnels {
         let what = format!("udp tunnel {} -> {}", t.local, t.remote);
         let plug = UdpTunnel::open(t.local, t.remote, t.key.as_ref())
@@ -32,6 +39,8 @@ pub(super) fn open_tunnels(
                 number: None,
                 kind: "udp",
                 description,
+                split_horizon: mesh,
+                link_key: link_key(t.local.port(), t.remote.port()),
             },
             Box::new(plug),
         )
@@ -44,4 +53,23 @@ pub(super) fn open_tunnels(
         }
     }
     Ok(())
+}
+
+/// The same number at both ends of a tunnel (one end's local port is the
+/// other's remote port), never 0, distinct from VXLAN ports' keys.
+fn link_key(local: u16, remote: u16) -> u64 {
+    let (lo, hi) = (local.min(remote), local.max(remote));
+    1 << 40 | u64::from(lo) << 16 | u64::from(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_key;
+
+    #[test]
+    fn both_ends_share_the_link_key() {
+        assert_eq!(link_key(5012, 6012), link_key(6012, 5012));
+        assert_ne!(link_key(5012, 5012), link_key(5013, 5013));
+        assert_ne!(link_key(0, 0), 0);
+    }
 }

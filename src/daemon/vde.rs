@@ -135,6 +135,7 @@ pub(super) fn advance_handshake(d: &mut Daemon, token: Token) {
         number: Some(port_number),
         kind: "vde",
         description: request.description,
+        ..Default::default()
     };
     if let Err(e) = d.add_port(segment, req, Box::new(plug)) {
         tracing::warn!(error = %e, "cannot attach VDE port");

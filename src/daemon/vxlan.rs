@@ -19,6 +19,7 @@ pub(super) fn open_vxlan_ports(
     segment: SegmentId,
     ports: &[VxlanConfig],
 ) -> Result<(), DaemonError> {
+    let mesh = d.engine.segment(segment).is_some_and(|s| s.config().mesh);
     for c in ports {
         let what = format!("vxlan vni {} on {}", c.vni, c.local);
         let plug = VxlanPlug::open(c).map_err(|e| {
@@ -36,6 +37,8 @@ pub(super) fn open_vxlan_ports(
                 number: None,
                 kind: "vxlan",
                 description,
+                split_horizon: mesh,
+                link_key: 2 << 40 | u64::from(c.vni.get()) << 16 | u64::from(c.port),
             },
             Box::new(plug),
         )

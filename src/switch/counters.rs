@@ -24,6 +24,15 @@ pub enum DropReason {
     TxQueueFull,
     /// The egress port refused the frame for another reason.
     TxError,
+    /// The frame entered a port its storm guard has blocked (or was the
+    /// flooded frame that made the guard block it).
+    StormBlocked,
+    /// A unicast frame from a split-horizon port to a station learned on
+    /// another split-horizon port: relaying it would be a loop in a mesh.
+    SplitHorizon,
+    /// A tagged frame for a VLAN its ingress port is not a member of (or
+    /// with a cut-short tag), on a segment that filters VLANs.
+    VlanFiltered,
 }
 
 /// Drop counts by reason, for one port.
@@ -41,6 +50,15 @@ pub struct DropCounters {
     pub tx_queue_full: u64,
     /// See [`DropReason::TxError`].
     pub tx_error: u64,
+    /// See [`DropReason::StormBlocked`].
+    #[serde(default)]
+    pub storm_blocked: u64,
+    /// See [`DropReason::SplitHorizon`].
+    #[serde(default)]
+    pub split_horizon: u64,
+    /// See [`DropReason::VlanFiltered`].
+    #[serde(default)]
+    pub vlan_filtered: u64,
 }
 
 impl DropCounters {
@@ -53,6 +71,9 @@ impl DropCounters {
             DropReason::SamePort => &mut self.same_port,
             DropReason::TxQueueFull => &mut self.tx_queue_full,
             DropReason::TxError => &mut self.tx_error,
+            DropReason::StormBlocked => &mut self.storm_blocked,
+            DropReason::SplitHorizon => &mut self.split_horizon,
+            DropReason::VlanFiltered => &mut self.vlan_filtered,
         };
         *slot += n;
     }
@@ -65,6 +86,9 @@ impl DropCounters {
             + self.same_port
             + self.tx_queue_full
             + self.tx_error
+            + self.storm_blocked
+            + self.split_horizon
+            + self.vlan_filtered
     }
 }
 
@@ -99,6 +123,9 @@ impl PortCounters {
         d.same_port += o.drops.same_port;
         d.tx_queue_full += o.drops.tx_queue_full;
         d.tx_error += o.drops.tx_error;
+        d.storm_blocked += o.drops.storm_blocked;
+        d.split_horizon += o.drops.split_horizon;
+        d.vlan_filtered += o.drops.vlan_filtered;
     }
 }
 
@@ -117,4 +144,7 @@ pub struct SegmentCounters {
     pub mac_moves: u64,
     /// Entries removed because they were not refreshed within the aging time.
     pub aged_out: u64,
+    /// Times a port's storm guard blocked it.
+    #[serde(default)]
+    pub storm_blocks: u64,
 }

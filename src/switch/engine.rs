@@ -4,14 +4,44 @@
 //! current time; the engine learns, decides, counts, and fills an [`Egress`]
 //! list with the ports the frame must go out of. It never touches a file
 //! descriptor or a clock, so every behaviour is testable in memory.
-//! Periodic work (MAC aging) happens in [`Engine::handle_timeout`], at the
-//! deadline [`Engine::poll_timeout`] announces.
+//! Periodic work (MAC aging, lifting storm blocks) happens in
+//! [`Engine::handle_timeout`], at the deadline [`Engine::poll_timeout`]
+//! announces.
+//!
+//! Loop protection lives here too, because it is a forwarding decision:
+//! a frame that entered a split-horizon port is never sent out of another
+//! (flooded or unicast), and every flooded broadcast or multicast frame is
+//! metered against its
+//! ingress port's [`StormGuard`](super::storm_guard::StormGuard). A blocked
+//! port is cut off both ways: frames entering it are dropped before
+//! learning, it gets no flooded frames, and the addresses learned on it are
+//! forgotten when it is blocked, so unicast to them floods to the other
+//! ports instead (a loop taught the switch wrong places for them anyway).
+//! As the entries are gone and a blocked port learns nothing, no unicast is
+//! ever sent to a blocked port.
+//!
+//! The switch at the other end of the cut cable does not know: a loop
+//! taught it wrong ports for stations (their own broadcasts came back
+//! through the cables), and unicast to them would be lost until they spoke
+//! again or aged out. So a segment that sees addresses flapping between
+//! ports, or blocks a port, ages its MAC table in seconds for a while, as
+//! 802.1D does after a topology change (see
+//! [`FAST_AGING`](super::segment::FAST_AGING)).
+//!
+//! VLANs are a forwarding decision too: on a segment that filters (see
+//! [`vlan`](super::vlan)), a frame is classified into a VLAN at ingress,
+//! learned and looked up under it, and only goes to ports in it; the
+//! [`Egress`] then carries, per port, whether the tag must be pushed,
+//! rewritten or popped. The decision is compiled twice, with and without
+//! filtering, so a segment with no VLANs runs the code it always ran.
 
 use super::counters::{DropReason, SegmentCounters};
 use super::fdb::Learned;
 use super::frame::{ETHERNET_HEADER_LEN, FrameHeader};
 use super::port::{Port, PortId, PortRequest};
-use super::segment::{ConfigError, Segment, SegmentConfig, SegmentId};
+use super::segment::{ConfigError, MemberFlags, Segment, SegmentConfig, SegmentId};
+use super::storm_guard::{Meter, StormGuard};
+use super::vlan::{self, PortVlans, TagAction, VlanError, check_vid};
 use crate::time::Instant;
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +58,9 @@ const AGING_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Egress {
     ports: Vec<PortId>,
+    /// Empty when every port gets the frame as it arrived (always, on a
+    /// segment that does not filter VLANs); else one action per port.
+    actions: Vec<TagAction>,
 }
 
 impl Egress {
@@ -35,7 +68,20 @@ impl Egress {
     pub fn with_capacity(n: usize) -> Self {
         Egress {
             ports: Vec::with_capacity(n),
+            actions: Vec::with_capacity(n),
         }
+    }
+
+    /// What each port must do to the frame's VLAN tag, parallel to
+    /// [`ports`](Self::ports); empty means [`TagAction::Keep`] for all, so
+    /// callers test one length on the fast path.
+    pub fn actions(&self) -> &[TagAction] {
+        &self.actions
+    }
+
+    /// The tag action for the `i`th egress port.
+    pub fn action(&self, i: usize) -> TagAction {
+        self.actions.get(i).copied().unwrap_or(TagAction::Keep)
     }
 
     /// The ports to send the frame out of.
@@ -112,6 +158,8 @@ pub struct Engine {
     ports: Vec<Option<Port>>,
     free_ids: Vec<u32>,
     next_sweep: Option<Instant>,
+    /// The earliest end of a storm block, if any port is blocked.
+    next_unblock: Option<Instant>,
     unknown_port_frames: u64,
 }
 
@@ -196,6 +244,8 @@ impl Engine {
             kind: req.kind,
             description: req.description,
             counters: Default::default(),
+            split_horizon: req.split_horizon,
+            storm: StormGuard::new(seg.config.storm_limit_pps, req.link_key),
         };
         let id = match self.free_ids.pop() {
             Some(i) => {
@@ -209,6 +259,9 @@ impl Engine {
         };
         seg.by_number[usize::from(number)] = Some(id);
         seg.members.push(id);
+        seg.member_flags.push(MemberFlags::default());
+        seg.member_vlans.push(PortVlans::default());
+        seg.set_member_flags(id, |f| f.split_horizon = req.split_horizon);
         Ok(id)
     }
 
@@ -219,7 +272,12 @@ impl Engine {
         let port = self.ports.get_mut(id.index())?.take()?;
         let seg = &mut self.segments[port.segment.index()];
         seg.fdb.flush_port(id.0);
-        seg.members.retain(|&p| p != id);
+        if let Some(i) = seg.members.iter().position(|&p| p == id) {
+            seg.members.remove(i);
+            seg.member_flags.remove(i);
+            seg.member_vlans.remove(i);
+        }
+        seg.set_member_flags(id, |_| {});
         seg.by_number[usize::from(port.number)] = None;
         self.free_ids.push(id.0);
         Some(port)
@@ -250,6 +308,134 @@ impl Engine {
         self.unknown_port_frames
     }
 
+    /// Creates VLAN `vid` on a segment. The first VLAN besides the
+    /// default turns filtering on for the segment (see [`vlan`]): what was
+    /// learned transparently is forgotten, since it was learned under the
+    /// frames' tags rather than the ports' VLANs.
+    pub fn create_vlan(&mut self, seg: SegmentId, vid: u16) -> Result<(), VlanError> {
+        check_vid(vid)?;
+        let s = self
+            .segments
+            .get_mut(seg.index())
+            .ok_or(VlanError::NoSuchSegment)?;
+        if !s.vlans.created.insert(vid) {
+            return Err(VlanError::Exists);
+        }
+        if !s.vlans.filtering {
+            s.vlans.filtering = true;
+            s.fdb.clear();
+        }
+        Ok(())
+    }
+
+    /// Removes VLAN `vid` from a segment. Refused while any port is in it
+    /// (untagged or tagged), and always for the default VLAN. Removing the
+    /// last VLAN besides the default turns filtering off again.
+    pub fn remove_vlan(&mut self, seg: SegmentId, vid: u16) -> Result<(), VlanError> {
+        check_vid(vid)?;
+        let s = self
+            .segments
+            .get_mut(seg.index())
+            .ok_or(VlanError::NoSuchSegment)?;
+        if !s.vlans.created.contains(vid) {
+            return Err(VlanError::NoSuchVlan);
+        }
+        if vid == DEFAULT_VLAN || s.member_vlans.iter().any(|v| v.is_member(vid)) {
+            return Err(VlanError::InUse);
+        }
+        s.vlans.created.remove(vid);
+        let only_default = s.vlans.created.iter().eq([DEFAULT_VLAN]);
+        if only_default && s.member_vlans.iter().all(PortVlans::is_default) {
+            s.vlans.filtering = false;
+            s.fdb.clear();
+        }
+        Ok(())
+    }
+
+    /// The VLANs of a segment, ascending (the default VLAN included).
+    pub fn vlans(&self, seg: SegmentId) -> Vec<u16> {
+        self.segments
+            .get(seg.index())
+            .map(|s| s.vlans.created.iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// A port's untagged VLAN and its tagged VLANs (ascending), or `None`
+    /// if the port does not exist.
+    pub fn port_vlans(&self, port: PortId) -> Option<(u16, Vec<u16>)> {
+        let p = self.port(port)?;
+        let s = &self.segments[p.segment.index()];
+        let v = &s.member_vlans[s.member_index(port)?];
+        Some((v.untagged, v.tagged.iter().collect()))
+    }
+
+    /// Sets a port's untagged VLAN (its PVID): untagged and priority-tagged
+    /// frames it receives belong to `vid`, and frames of `vid` leave it
+    /// untagged. If it also carried `vid` tagged, that membership becomes
+    /// this one.
+    pub fn set_untagged_vlan(&mut self, port: PortId, vid: u16) -> Result<(), VlanError> {
+        self.change_vlans(port, vid, |v| {
+            let old = v.untagged;
+            v.untagged = vid;
+            v.tagged.remove(vid);
+            (old != vid).then_some(old)
+        })
+    }
+
+    /// Makes a port a tagged member of `vid` (a trunk port carries many).
+    /// A port is in a VLAN one way only: if `vid` is already its untagged
+    /// VLAN, or already tagged, this is refused as [`VlanError::Exists`].
+    pub fn add_tagged_vlan(&mut self, port: PortId, vid: u16) -> Result<(), VlanError> {
+        let mut exists = false;
+        self.change_vlans(port, vid, |v| {
+            exists = v.untagged == vid || !v.tagged.insert(vid);
+            None
+        })?;
+        if exists {
+            return Err(VlanError::Exists);
+        }
+        Ok(())
+    }
+
+    /// Ends a port's tagged membership of `vid`; what it learned there is
+    /// forgotten.
+    pub fn remove_tagged_vlan(&mut self, port: PortId, vid: u16) -> Result<(), VlanError> {
+        let mut had = true;
+        self.change_vlans(port, vid, |v| {
+            had = v.tagged.remove(vid);
+            had.then_some(vid)
+        })?;
+        if !had {
+            return Err(VlanError::NoSuchVlan);
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to `port`'s memberships after checking `vid` exists on
+    /// its segment; `f` returns a VLAN the port may have left, whose
+    /// entries for the port are flushed if it is no longer a member.
+    fn change_vlans(
+        &mut self,
+        port: PortId,
+        vid: u16,
+        f: impl FnOnce(&mut PortVlans) -> Option<u16>,
+    ) -> Result<(), VlanError> {
+        check_vid(vid)?;
+        let seg = self.port(port).ok_or(VlanError::NoSuchPort)?.segment;
+        let s = &mut self.segments[seg.index()];
+        if !s.vlans.created.contains(vid) {
+            return Err(VlanError::NoSuchVlan);
+        }
+        let i = s.member_index(port).ok_or(VlanError::NoSuchPort)?;
+        let v = &mut s.member_vlans[i];
+        if let Some(left) = f(v)
+            && !v.is_member(left)
+        {
+            s.fdb.flush_port_vlan(port.0, left);
+        }
+        Ok(())
+    }
+
     /// Decides where `frame`, received on `ingress` at `now`, goes. Fills
     /// `out` with the egress ports (empty when dropped) and counts the frame.
     pub fn handle(
@@ -275,15 +461,27 @@ impl Engine {
         out: &mut Egress,
     ) -> Forwarding {
         out.ports.clear();
+        out.actions.clear();
         let Some(port) = self.ports.get_mut(ingress.index()).and_then(Option::as_mut) else {
             self.unknown_port_frames += 1;
             return Forwarding::UnknownPort;
         };
         port.counters.rx_frames += 1;
         port.counters.rx_bytes += frame.len() as u64;
+        if port.storm.is_blocked() {
+            // Before learning: what a storming port says is not believed.
+            port.counters.drops.add(DropReason::StormBlocked, 1);
+            return Forwarding::Dropped(DropReason::StormBlocked);
+        }
+        let from_split = port.split_horizon;
         let seg = &mut self.segments[port.segment.index()];
 
-        let verdict = decide(seg, now, ingress, frame, wire_len);
+        let mut class = None;
+        let verdict = if seg.vlans.filtering {
+            decide::<true>(seg, now, ingress, frame, wire_len, &mut class)
+        } else {
+            decide::<false>(seg, now, ingress, frame, wire_len, &mut class)
+        };
         if self.next_sweep.is_none() && !seg.fdb.is_empty() {
             self.next_sweep = Some(now + AGING_SWEEP_INTERVAL);
         }
@@ -293,15 +491,132 @@ impl Engine {
                 return Forwarding::Dropped(reason);
             }
             Decision::To(p) => {
+                // Only split-horizon ingress pays for the egress lookup.
+                if from_split
+                    && self
+                        .ports
+                        .get(p.index())
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| e.split_horizon)
+                {
+                    return self.drop_on(ingress, DropReason::SplitHorizon);
+                }
                 seg.counters.unicast += 1;
                 out.ports.push(p);
+                if let Some(c) = class {
+                    // decide() checked that `p` is in the VLAN
+                    let a = seg
+                        .member_index(p)
+                        .and_then(|i| seg.member_vlans[i].egress(c.vid, c.tci))
+                        .unwrap_or(TagAction::Keep);
+                    out.actions.push(a);
+                }
                 return Forwarding::Unicast;
             }
             Decision::Flood => {}
         }
-        out.ports
-            .extend(seg.members.iter().copied().filter(|&p| p != ingress));
+        // Only group-addressed frames are metered: they are what a loop
+        // multiplies, while a fast one-way stream to a station that has
+        // gone quiet (unknown unicast, flooded) is legitimate traffic.
+        let group = frame.first().is_some_and(|b| b & 0x01 != 0);
+        if group && let Meter::Trip { rate_pps } = port.storm.meter(now) {
+            self.block(ingress, now, rate_pps);
+            return Forwarding::Dropped(DropReason::StormBlocked);
+        }
+        if let Some(c) = class {
+            // Flooding within the frame's VLAN, each port in its own form.
+            let members = seg.members.iter().zip(&seg.member_flags);
+            for ((&p, f), v) in members.zip(&seg.member_vlans) {
+                if p == ingress || f.blocked || (from_split && f.split_horizon) {
+                    continue;
+                }
+                if let Some(a) = v.egress(c.vid, c.tci) {
+                    out.ports.push(p);
+                    out.actions.push(a);
+                }
+            }
+        } else if seg.plain_flood {
+            out.ports
+                .extend(seg.members.iter().copied().filter(|&p| p != ingress));
+        } else {
+            out.ports.extend(
+                seg.members
+                    .iter()
+                    .zip(&seg.member_flags)
+                    .filter(|&(&p, f)| {
+                        p != ingress && !f.blocked && !(from_split && f.split_horizon)
+                    })
+                    .map(|(&p, _)| p),
+            );
+        }
         Forwarding::Flood
+    }
+
+    /// Counts a drop on `port` and says so.
+    fn drop_on(&mut self, port: PortId, reason: DropReason) -> Forwarding {
+        if let Some(p) = self.ports.get_mut(port.index()).and_then(Option::as_mut) {
+            p.counters.drops.add(reason, 1);
+        }
+        Forwarding::Dropped(reason)
+    }
+
+    /// Blocks `id`, whose storm guard just tripped on a flooded frame (which
+    /// is dropped and counted): no frames in, no floods out, its addresses
+    /// forgotten; the other ports of its segment get full buckets, so the
+    /// tail of the storm still in flight does not block them too.
+    fn block(&mut self, id: PortId, now: Instant, rate_pps: u64) {
+        let Some(port) = self.ports.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        let seg = &mut self.segments[port.segment.index()];
+        let len = port.storm.block(now, seg.config.storm_block);
+        port.counters.drops.add(DropReason::StormBlocked, 1);
+        seg.counters.storm_blocks += 1;
+        let forgotten = seg.fdb.flush_port(id.0);
+        seg.age_fast(now);
+        seg.set_member_flags(id, |f| f.blocked = true);
+        tracing::warn!(
+            segment = %seg.config.name,
+            port = port.number,
+            kind = port.kind,
+            description = %port.description,
+            rate_pps,
+            limit_pps = seg.config.storm_limit_pps,
+            block_secs = len.as_secs(),
+            forgotten_macs = forgotten,
+            "flood storm (a loop?): blocking the port"
+        );
+        let until = now + len;
+        self.next_unblock = Some(self.next_unblock.map_or(until, |t| t.min(until)));
+        for &m in &seg.members {
+            if m != id
+                && let Some(p) = self.ports.get_mut(m.index()).and_then(Option::as_mut)
+            {
+                p.storm.refill(now);
+            }
+        }
+    }
+
+    /// Lifts the storm blocks that end by `now` and finds the next end.
+    fn unblock_due(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            let Some(port) = slot.as_mut() else { continue };
+            if port.storm.unblock_if_due(now) {
+                let seg = &mut self.segments[port.segment.index()];
+                seg.set_member_flags(PortId(i as u32), |f| f.blocked = false);
+                tracing::info!(
+                    segment = %seg.config.name,
+                    port = port.number,
+                    kind = port.kind,
+                    description = %port.description,
+                    "storm block over: the port forwards again"
+                );
+            } else if let Some(t) = port.storm.blocked_until() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        self.next_unblock = next;
     }
 
     /// Records what the plug of `port` did with the frames it was given:
@@ -345,11 +660,28 @@ impl Engine {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        let fast_end = self
+            .segments
+            .iter()
+            .filter_map(Segment::fast_aging_until)
+            .min();
+        [self.next_sweep, self.next_unblock, fast_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Does the periodic work due at `now`: sweeps expired MAC entries.
+    /// Does the periodic work due at `now`: lifts storm blocks that have
+    /// run their time, sweeps expired MAC entries.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_unblock.is_some_and(|t| t <= now) {
+            self.unblock_due(now);
+        }
+        for seg in &mut self.segments {
+            if seg.end_fast_aging_if_due(now) {
+                tracing::info!(segment = %seg.config.name, aging_secs = seg.config.mac_aging.as_secs(), "no more flapping: MAC aging back to normal");
+            }
+        }
         if self.next_sweep.is_some_and(|t| t > now) {
             return;
         }
@@ -369,12 +701,41 @@ enum Decision {
     Flood,
 }
 
-fn decide(
+/// The VLAN a frame was classified into on a filtering segment, and the
+/// tag it arrived with.
+#[derive(Clone, Copy)]
+struct Class {
+    vid: u16,
+    /// The tag control information it arrived with (`None`: untagged).
+    tci: Option<u16>,
+}
+
+/// Ingress filtering: the VLAN `frame` belongs to on a port with
+/// memberships `pv`, or `None` if the port must refuse it.
+fn classify(pv: &PortVlans, frame: &[u8]) -> Option<Class> {
+    let tci = vlan::tci(frame);
+    let vid = match tci {
+        // 0x8100 with no room for the tag: not a frame to guess about
+        None if frame.get(12..14) == Some(&[0x81, 0x00]) => return None,
+        None => pv.untagged,
+        Some(t) if t & 0x0fff == 0 => pv.untagged,
+        Some(t) if pv.is_member(t & 0x0fff) => t & 0x0fff,
+        Some(_) => return None,
+    };
+    Some(Class { vid, tci })
+}
+
+/// Decides one frame. `FILTER` is the segment's VLAN filtering flag, made a
+/// constant so the VLAN-unaware instance (the default) compiles to the
+/// same code as before VLANs existed; with it, the frame's classification
+/// is left in `class`.
+fn decide<const FILTER: bool>(
     seg: &mut Segment,
     now: Instant,
     ingress: PortId,
     frame: &[u8],
     wire_len: usize,
+    class: &mut Option<Class>,
 ) -> Decision {
     if frame.len() < ETHERNET_HEADER_LEN {
         return Decision::Drop(DropReason::TooShort);
@@ -388,11 +749,24 @@ fn decide(
     if !hdr.src.is_valid_source() {
         return Decision::Drop(DropReason::InvalidSource);
     }
+    if FILTER {
+        *class = seg
+            .member_index(ingress)
+            .and_then(|i| classify(&seg.member_vlans[i], frame));
+        if class.is_none() {
+            return Decision::Drop(DropReason::VlanFiltered);
+        }
+    }
     if seg.config.hub {
+        // A hub learns nothing; on a filtering segment it still floods
+        // only within the frame's VLAN.
         seg.counters.flooded_unknown += 1;
         return Decision::Flood;
     }
-    let vlan = hdr.tag.unwrap_or(DEFAULT_VLAN);
+    let vlan = match class {
+        Some(c) if FILTER => c.vid,
+        _ => hdr.tag.unwrap_or(DEFAULT_VLAN),
+    };
     let (learned, swept) = seg.fdb.learn(hdr.src, vlan, ingress.0, now);
     seg.counters.aged_out += swept;
     match learned {
@@ -400,6 +774,13 @@ fn decide(
         Learned::Moved { from } => {
             seg.counters.mac_moves += 1;
             tracing::debug!(segment = %seg.config.name, mac = %hdr.src, vlan, from, to = ingress.0, "MAC moved between ports");
+            if seg.note_move(now) {
+                tracing::warn!(
+                    segment = %seg.config.name,
+                    aging_secs = seg.fdb.aging().as_secs(),
+                    "MAC addresses flapping between ports (a loop?): aging them fast for a while"
+                );
+            }
         }
         Learned::New | Learned::Refreshed => {}
     }
@@ -409,6 +790,17 @@ fn decide(
     }
     match seg.fdb.lookup(hdr.dst, vlan, now) {
         Some(p) if p == ingress.0 => Decision::Drop(DropReason::SamePort),
+        // Membership changes flush what a port learned in VLANs it left,
+        // so this is only a safety net: never unicast out of the VLAN.
+        Some(p)
+            if FILTER
+                && !seg
+                    .member_index(PortId(p))
+                    .is_some_and(|i| seg.member_vlans[i].is_member(vlan)) =>
+        {
+            seg.counters.flooded_unknown += 1;
+            Decision::Flood
+        }
         Some(p) => Decision::To(PortId(p)),
         None => {
             seg.counters.flooded_unknown += 1;

@@ -163,6 +163,15 @@ impl MacTable {
         before - self.entries.len()
     }
 
+    /// Forgets what was learned on `port` in `vlan` (the port left that
+    /// VLAN, so frames of it can no longer reach those stations there).
+    pub fn flush_port_vlan(&mut self, port: PortKey, vlan: u16) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|&(_, v), e| !(e.port == port && v == vlan));
+        before - self.entries.len()
+    }
+
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.entries.clear();

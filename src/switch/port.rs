@@ -2,10 +2,14 @@
 //!
 //! The core never knows *how* a port is attached (tap, VDE socket, stream);
 //! that is the plugs crate's business. It only records a kind and a
-//! description for display.
+//! description for display, plus the two things loop protection needs to
+//! know about a port: whether it is a split-horizon port, and its storm
+//! guard.
 
 use super::counters::PortCounters;
 use super::segment::SegmentId;
+use super::storm_guard::StormGuard;
+use crate::time::Instant;
 use serde::Serialize;
 
 /// A port handle, unique across all segments of an engine while the port
@@ -30,6 +34,16 @@ pub struct PortRequest {
     pub kind: &'static str,
     /// Who is attached, for display (a VDE client's own description).
     pub description: String,
+    /// A split-horizon port: frames that entered one are never sent out of
+    /// another on the same segment. For full meshes of tunnels, where every
+    /// switch reaches every other directly, so relaying between two
+    /// tunnels is never needed and only ever makes a loop.
+    pub split_horizon: bool,
+    /// A number both ends of this port's link compute alike (0: none), so
+    /// that when a loop storms, the storm guards at both ends block the
+    /// same link instead of cutting the two switches off each other (see
+    /// [`storm_guard`](super::storm_guard)).
+    pub link_key: u64,
 }
 
 /// A live port.
@@ -40,6 +54,8 @@ pub struct Port {
     pub(crate) kind: &'static str,
     pub(crate) description: String,
     pub(crate) counters: PortCounters,
+    pub(crate) split_horizon: bool,
+    pub(crate) storm: StormGuard,
 }
 
 impl Port {
@@ -66,5 +82,22 @@ impl Port {
     /// Traffic counters.
     pub fn counters(&self) -> &PortCounters {
         &self.counters
+    }
+
+    /// Whether the port is a split-horizon port (see
+    /// [`PortRequest::split_horizon`]).
+    pub fn split_horizon(&self) -> bool {
+        self.split_horizon
+    }
+
+    /// Until when the storm guard blocks the port, if it does: shown by
+    /// `ctl ports` so an operator sees which cable of a loop is cut.
+    pub fn blocked_until(&self) -> Option<Instant> {
+        self.storm.blocked_until()
+    }
+
+    /// The port's storm guard.
+    pub fn storm_guard(&self) -> &StormGuard {
+        &self.storm
     }
 }
