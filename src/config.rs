@@ -40,14 +40,16 @@
 //! # VXLAN (RFC 7348) ports, one per VNI: the bound address (port 4789 if left
 //! # out), static remote VTEPs that get broadcast and unknown unicast, the UDP
 //! # port they listen on (default 4789; a Linux vxlan device without `dstport`
-//! # uses 8472), an optional multicast group, and its TTL (default 1)
-//! vxlan = [{ vni = 42, local = "0.0.0.0:4789", remotes = ["192.0.2.2"], port = 4789, group = "239.1.1.1" }]
+//! # uses 8472), an optional multicast group, and its TTL (default 1); `vlan`
+//! # (one of `vlans`) carries only that VLAN of the segment, untagged, in the VNI
+//! vxlan = [{ vni = 42, local = "0.0.0.0:4789", remotes = ["192.0.2.2"], port = 4789, group = "239.1.1.1", vlan = 10 }]
 //! # UDP tunnels to switchboards (or vdeplug4 udp://, QEMU -netdev dgram) on
 //! # other hosts, one frame per datagram. `local` defaults to the remote's
 //! # port on every address; with `key_file` (64 hex digits, made with
 //! # `openssl rand -hex 32`, the same file on both ends) every datagram is
-//! # sealed with ChaCha20-Poly1305, and forged or replayed ones are dropped
-//! udp = [{ local = "0.0.0.0:5000", remote = "192.0.2.2:5000", key_file = "/etc/switchboard/lab.key" }]
+//! # sealed with ChaCha20-Poly1305, and forged or replayed ones are dropped;
+//! # `vlan`, as for vxlan, carries only that VLAN, untagged
+//! udp = [{ local = "0.0.0.0:5000", remote = "192.0.2.2:5000", key_file = "/etc/switchboard/lab.key", vlan = 20 }]
 //!
 //! [routers.gw]                   # a router: its own routing table and ARP cache (a VRF)
 //! arp_cache_size = 1024          # neighbour entries, resolved or not
@@ -318,6 +320,9 @@ pub struct UdpSection {
     /// A file holding the tunnel's 32-byte key as 64 hex digits; without
     /// it, frames travel in the clear.
     pub key_file: Option<PathBuf>,
+    /// The tunnel's untagged VLAN (default 1): the one VLAN of the segment
+    /// it carries.
+    pub vlan: Option<u16>,
 }
 
 /// One entry of a segment's `vxlan` list: a VXLAN port carrying the segment
@@ -338,6 +343,9 @@ pub struct VxlanSection {
     pub group: Option<String>,
     /// TTL of datagrams to the group.
     pub ttl: Option<u32>,
+    /// The port's untagged VLAN (default 1): the one VLAN of the segment
+    /// mapped to the VNI.
+    pub vlan: Option<u16>,
 }
 
 /// Permissions of a VDE switch directory and its sockets, as `vde_switch`'s
@@ -383,9 +391,20 @@ pub struct SegmentPlan {
     /// QEMU dgram hub socket (Unix) to bind: a port per sending path.
     pub dgram: Option<PathBuf>,
     /// VXLAN ports to open, one per VNI.
-    pub vxlan: Vec<switchboard_plugs::vxlan::VxlanConfig>,
+    pub vxlan: Vec<VxlanPortPlan>,
     /// UDP tunnels to open.
     pub udp: Vec<UdpTunnelPlan>,
+}
+
+/// A checked VXLAN port: the plug's settings plus what the switch does
+/// with the port, which the plug need not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanPortPlan {
+    /// How the plug binds and where it sends.
+    pub config: switchboard_plugs::vxlan::VxlanConfig,
+    /// Its untagged VLAN, when not the default: the one VLAN of the segment
+    /// that crosses the VNI.
+    pub vlan: Option<u16>,
 }
 
 /// A checked UDP tunnel: what the daemon binds, where it sends, and the key
@@ -401,6 +420,9 @@ pub struct UdpTunnelPlan {
     pub key_file: Option<PathBuf>,
     /// The key (its `Debug` output is redacted); `None` for a plain tunnel.
     pub key: Option<switchboard_plugs::sealed::Key>,
+    /// Its untagged VLAN, when not the default: the one VLAN of the segment
+    /// the tunnel carries.
+    pub vlan: Option<u16>,
 }
 
 /// One router, with the segment of each of its interfaces.
@@ -698,8 +720,8 @@ impl ConfigFile {
                 }
                 sockets.push(path.clone());
             }
-            let vxlan = vxlan_plans(&name, &s.vxlan, &mut vxlan_locals)?;
-            let udp = udp_plans(&name, &s.udp, &mut udp_locals)?;
+            let vxlan = vxlan_plans(&name, &s.vxlan, &vlans, &mut vxlan_locals)?;
+            let udp = udp_plans(&name, &s.udp, &vlans, &mut udp_locals)?;
             segments.push(SegmentPlan {
                 config,
                 vde,
@@ -732,10 +754,6 @@ impl ConfigFile {
     }
 }
 
-/// Checks a segment's `vxlan` entries and turns them into port settings.
-/// `locals` holds the addresses already taken by other VXLAN ports: one
-/// UDP socket carries one VNI here, so two ports may not share a port
-/// number on overlapping addresses.
 /// Checks a segment's `vlans` list: ids in 1..=4094, none twice. The
 /// default VLAN may be listed; it exists anyway.
 fn vlan_list(segment: &str, vlans: &[u16]) -> Result<Vec<u16>, ConfigError> {
@@ -801,16 +819,36 @@ fn tap_vlan_plan(
     }))
 }
 
+/// Checks a tunnel's (a vxlan or udp entry's) `vlan` against the segment's
+/// VLANs, the way a tap's is checked; `None` for the default VLAN, which
+/// every port is in anyway.
+fn tunnel_vlan(at: &str, vlan: Option<u16>, vlans: &[u16]) -> Result<Option<u16>, ConfigError> {
+    match vlan {
+        None => Ok(None),
+        Some(crate::switch::DEFAULT_VLAN) => Ok(None),
+        Some(v) if vlans.contains(&v) => Ok(Some(v)),
+        Some(v) => Err(ConfigError(format!(
+            "{at}.vlan: vlan {v} is not in the segment's vlans list"
+        ))),
+    }
+}
+
+/// Checks a segment's `vxlan` entries and turns them into port settings.
+/// `locals` holds the addresses already taken by other VXLAN ports: one
+/// UDP socket carries one VNI here, so two ports may not share a port
+/// number on overlapping addresses.
 fn vxlan_plans(
     segment: &str,
     list: &[VxlanSection],
+    vlans: &[u16],
     locals: &mut Vec<std::net::SocketAddrV4>,
-) -> Result<Vec<switchboard_plugs::vxlan::VxlanConfig>, ConfigError> {
+) -> Result<Vec<VxlanPortPlan>, ConfigError> {
     use std::net::SocketAddrV4;
     use switchboard_plugs::vxlan::{IANA_PORT, Vni, VxlanConfig};
     let mut out = Vec::new();
     for (n, v) in list.iter().enumerate() {
         let at = format!("segments.{segment}.vxlan[{n}]");
+        let vlan = tunnel_vlan(&at, v.vlan, vlans)?;
         let vni = Vni::new(v.vni).ok_or_else(|| {
             ConfigError(format!(
                 "{at}.vni: {} does not fit in 24 bits (0 to {})",
@@ -905,7 +943,7 @@ fn vxlan_plans(
         if let Some(t) = v.ttl {
             c.multicast_ttl = t;
         }
-        out.push(c);
+        out.push(VxlanPortPlan { config: c, vlan });
     }
     Ok(out)
 }
@@ -931,12 +969,14 @@ fn parse_udp_addr(text: &str, default_port: u16) -> Option<std::net::SocketAddr>
 fn udp_plans(
     segment: &str,
     list: &[UdpSection],
+    vlans: &[u16],
     locals: &mut Vec<std::net::SocketAddr>,
 ) -> Result<Vec<UdpTunnelPlan>, ConfigError> {
     use std::net::{IpAddr, Ipv6Addr, SocketAddr};
     let mut out = Vec::new();
     for (n, u) in list.iter().enumerate() {
         let at = format!("segments.{segment}.udp[{n}]");
+        let vlan = tunnel_vlan(&at, u.vlan, vlans)?;
         let Some(remote_s) = u.remote.as_deref() else {
             return Err(ConfigError(format!(
                 "{at}.remote: missing; a tunnel needs the other end's ADDRESS:PORT (like \"192.0.2.2:5000\")"
@@ -1006,6 +1046,7 @@ fn udp_plans(
             remote,
             key_file: u.key_file.clone(),
             key,
+            vlan,
         });
     }
     Ok(out)
@@ -1371,7 +1412,7 @@ vxlan = [{ vni = 16777215, local = "10.0.0.2", remotes = ["192.0.2.9"] }]
 "#,
         )
         .unwrap();
-        let a = &p.segments[0].vxlan;
+        let a: Vec<_> = p.segments[0].vxlan.iter().map(|v| &v.config).collect();
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].vni.get(), 42);
         assert_eq!(a[0].local, "0.0.0.0:4790".parse().unwrap());
@@ -1384,7 +1425,8 @@ vxlan = [{ vni = 16777215, local = "10.0.0.2", remotes = ["192.0.2.9"] }]
         assert_eq!(a[1].port, 8472);
         assert_eq!(a[1].group, Some(Ipv4Addr::new(239, 1, 1, 1)));
         assert_eq!(a[1].multicast_ttl, 4);
-        let b = &p.segments[1].vxlan[0];
+        let b = &p.segments[1].vxlan[0].config;
+        assert!(p.segments[0].vxlan.iter().all(|v| v.vlan.is_none()));
         assert_eq!(b.vni.get(), 0xFF_FFFF);
         assert_eq!(b.local, "10.0.0.2:4789".parse().unwrap());
         assert_eq!(b.remotes, vec![Ipv4Addr::new(192, 0, 2, 9)]);
@@ -1426,7 +1468,10 @@ vxlan = [{ vni = 16777215, local = "10.0.0.2", remotes = ["192.0.2.9"] }]
         let e = err(r#"{ vni = 1, remotes = ["192.0.2.2"], ttl = 3 }"#);
         assert!(e.contains("none is given"), "{e}");
         let e = err(r#"{ vni = 1, remotes = ["192.0.2.2"], vlan = 3 }"#);
-        assert!(e.contains("vlan"), "{e}");
+        assert!(
+            e.contains("segments.s.vxlan[0].vlan: vlan 3 is not in the segment's vlans list"),
+            "{e}"
+        );
         let e = err(
             r#"{ vni = 1, remotes = ["192.0.2.2"] }, { vni = 2, local = "10.0.0.1:4789", remotes = ["192.0.2.2"] }"#,
         );
@@ -1572,6 +1617,58 @@ udp = [{{ local = "[::1]", remote = "[2001:db8::1]:7000" }}]
             e.contains("bad.key") && e.contains("not a hex digit"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tunnels_take_one_vlan_of_the_segment() {
+        let p = plan(
+            r#"
+[segments.a]
+vlans = [10, 20]
+vxlan = [
+  { vni = 42, local = "0.0.0.0:4790", remotes = ["192.0.2.2"], vlan = 10 },
+  { vni = 43, local = "0.0.0.0:4791", remotes = ["192.0.2.2"], vlan = 1 },
+  { vni = 44, local = "0.0.0.0:4792", remotes = ["192.0.2.2"] },
+]
+udp = [
+  { remote = "192.0.2.3:6000", vlan = 20 },
+  { remote = "192.0.2.3:6001" },
+]
+"#,
+        )
+        .unwrap();
+        let a = &p.segments[0];
+        let vx: Vec<_> = a
+            .vxlan
+            .iter()
+            .map(|v| (v.config.vni.get(), v.vlan))
+            .collect();
+        // The default VLAN needs nothing applied: every port starts in it.
+        assert_eq!(vx, vec![(42, Some(10)), (43, None), (44, None)]);
+        let udp: Vec<_> = a.udp.iter().map(|u| (u.remote.port(), u.vlan)).collect();
+        assert_eq!(udp, vec![(6000, Some(20)), (6001, None)]);
+
+        let err = |body: &str| plan(body).unwrap_err().0;
+        let e = err(
+            "[segments.a]\nvlans = [10]\nvxlan = [{ vni = 1, remotes = [\"192.0.2.2\"], vlan = 20 }]\n",
+        );
+        assert_eq!(
+            e,
+            "segments.a.vxlan[0].vlan: vlan 20 is not in the segment's vlans list"
+        );
+        let e = err(
+            "[segments.a]\nudp = [{ remote = \"192.0.2.3:6000\" }, { remote = \"192.0.2.3:6001\", vlan = 10 }]\n",
+        );
+        assert_eq!(
+            e,
+            "segments.a.udp[1].vlan: vlan 10 is not in the segment's vlans list"
+        );
+        let e = err(
+            "[segments.a]\nvlans = [10]\nudp = [{ remote = \"192.0.2.3:6000\", vlan = 4095 }]\n",
+        );
+        assert!(e.contains("segments.a.udp[0].vlan: vlan 4095"), "{e}");
+        let e = err("[segments.a]\nudp = [{ remote = \"192.0.2.3:6000\", vlan = -1 }]\n");
+        assert!(e.contains("vlan"), "{e}");
     }
 
     #[test]

@@ -201,15 +201,7 @@ impl Daemon {
                     )
                     .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
                 if let Some(v) = seg.tap_vlans.iter().find(|v| &v.tap == tap) {
-                    let vlan_err = |e: crate::switch::VlanError| {
-                        DaemonError::Setup(format!("tap {tap}: VLANs: {e}"))
-                    };
-                    d.engine
-                        .set_untagged_vlan(port, v.untagged)
-                        .map_err(vlan_err)?;
-                    for &t in &v.tagged {
-                        d.engine.add_tagged_vlan(port, t).map_err(vlan_err)?;
-                    }
+                    d.set_port_vlans(port, &format!("tap {tap}"), v.untagged, &v.tagged)?;
                 }
             }
             super::vxlan::open_vxlan_ports(&mut d, id, &seg.vxlan)?;
@@ -268,18 +260,29 @@ impl Daemon {
     }
 
     /// Forks into the background when asked, then writes the pid file.
+    /// The foreground process exits only once the background one has
+    /// written it, so a script that runs `switchboard switch -d -p FILE`
+    /// finds FILE as soon as the command returns (as with `vde_switch`).
     pub fn detach_if_asked(&mut self, opts: &DaemonOptions) -> Result<(), DaemonError> {
-        if opts.daemonize {
-            // Keep the working directory: paths in the plan may be relative.
-            nix::unistd::daemon(true, false)
-                .map_err(|e| DaemonError::Setup(format!("cannot daemonize: {e}")))?;
-        }
-        if let Some(p) = &self.pidfile {
-            std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
+        let ready = if opts.daemonize {
+            Some(detach()?)
+        } else {
+            None
+        };
+        let written = match &self.pidfile {
+            Some(p) => std::fs::write(p, format!("{}\n", std::process::id())).map_err(|e| {
                 DaemonError::Setup(format!("cannot write pid file {}: {e}", p.display()))
-            })?;
+            }),
+            None => Ok(()),
+        };
+        if let Some(ready) = ready {
+            // One byte says "ready"; closing without it says "failed".
+            if written.is_ok() {
+                let _ = nix::unistd::write(&ready, b"1");
+            }
+            drop(ready);
         }
-        Ok(())
+        written
     }
 
     pub(super) fn insert(
@@ -327,6 +330,27 @@ impl Daemon {
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
         Some(ep)
+    }
+
+    /// Gives a port just added its configured 802.1Q VLANs (its untagged
+    /// VLAN and the ones it carries tagged), for every kind of port the
+    /// configuration can place in a VLAN; `what` names the port in errors.
+    pub(super) fn set_port_vlans(
+        &mut self,
+        port: PortId,
+        what: &str,
+        untagged: u16,
+        tagged: &[u16],
+    ) -> Result<(), DaemonError> {
+        let vlan_err =
+            |e: crate::switch::VlanError| DaemonError::Setup(format!("{what}: VLANs: {e}"));
+        self.engine
+            .set_untagged_vlan(port, untagged)
+            .map_err(vlan_err)?;
+        for &t in tagged {
+            self.engine.add_tagged_vlan(port, t).map_err(vlan_err)?;
+        }
+        Ok(())
     }
 
     /// Attaches a plug to a segment as a new port and starts serving it.
@@ -799,6 +823,46 @@ impl Drop for Daemon {
         self.dirs.clear();
         if let Some(p) = &self.pidfile {
             let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Forks; the foreground process waits for the background one to say it is
+/// ready (or to fail) and exits accordingly, and never returns. The
+/// background process starts a new session, puts /dev/null on its standard
+/// streams, keeps the working directory (paths in the plan may be
+/// relative), and gets the pipe end to report readiness on.
+fn detach() -> Result<std::os::fd::OwnedFd, DaemonError> {
+    use nix::unistd::{ForkResult, fork, pipe, setsid};
+    let fail =
+        |what: &str, e: nix::Error| DaemonError::Setup(format!("cannot daemonize: {what}: {e}"));
+    let (rx, tx) = pipe().map_err(|e| fail("pipe", e))?;
+    // SAFETY: the daemon is single-threaded at this point (signal-hook's
+    // mio source uses a self-pipe, not a thread), so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }.map_err(|e| fail("fork", e))? {
+        ForkResult::Parent { .. } => {
+            drop(tx);
+            let mut byte = [0u8; 1];
+            let ok = matches!(nix::unistd::read(&rx, &mut byte), Ok(1));
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        ForkResult::Child => {
+            drop(rx);
+            setsid().map_err(|e| fail("setsid", e))?;
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| DaemonError::Setup(format!("cannot daemonize: /dev/null: {e}")))?;
+            for fd in 0..=2 {
+                // SAFETY: dup2 onto the standard descriptors, which this
+                // process owns; `null` stays open for the call.
+                if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
+                    return Err(fail("dup2", nix::Error::last()));
+                }
+            }
+            Ok(tx)
         }
     }
 }

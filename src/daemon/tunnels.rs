@@ -21,7 +21,8 @@ use crate::switch::{PortRequest, SegmentId};
 use switchboard_plugs::Plug;
 use switchboard_plugs::udp_tunnel::UdpTunnel;
 
-/// Binds one tunnel per entry of `tunnels` and attaches each to `segment`.
+/// Binds one tunnel per entry of `tunnels`, attaches each to `segment` and
+/// gives it its untagged VLAN if the entry names one.
 pub(super) fn open_tunnels(
     d: &mut Daemon,
     segment: SegmentId,
@@ -33,18 +34,22 @@ pub(super) fn open_tunnels(
         let plug = UdpTunnel::open(t.local, t.remote, t.key.as_ref())
             .map_err(|e| DaemonError::Setup(format!("{what}: {e}")))?;
         let description = plug.description().to_string();
-        d.add_port(
-            segment,
-            PortRequest {
-                number: None,
-                kind: "udp",
-                description,
-                split_horizon: mesh,
-                link_key: link_key(t.local.port(), t.remote.port()),
-            },
-            Box::new(plug),
-        )
-        .map_err(|e| DaemonError::Setup(format!("{what}: {e}")))?;
+        let port = d
+            .add_port(
+                segment,
+                PortRequest {
+                    number: None,
+                    kind: "udp",
+                    description,
+                    split_horizon: mesh,
+                    link_key: link_key(t.local.port(), t.remote.port()),
+                },
+                Box::new(plug),
+            )
+            .map_err(|e| DaemonError::Setup(format!("{what}: {e}")))?;
+        if let Some(vlan) = t.vlan {
+            d.set_port_vlans(port, &what, vlan, &[])?;
+        }
         match &t.key_file {
             Some(f) => {
                 tracing::info!(local = %t.local, remote = %t.remote, key_file = %f.display(), "udp tunnel ready, sealed")

@@ -24,6 +24,8 @@ const B_UNDERLAY: &str = "10.200.0.2";
 /// The overlay: the kernel device in `a` and the tap in `c`.
 const A_OVERLAY: &str = "10.42.0.1";
 const C_OVERLAY: &str = "10.42.0.2";
+/// The second tap's address in the VLAN test, on the same subnet.
+const D_OVERLAY: &str = "10.42.0.3";
 
 /// A path as a TOML basic string.
 fn toml_path(p: &Path) -> String {
@@ -110,7 +112,8 @@ fn vxlan_port(sw: &Switchboard) -> Value {
     v[0].clone()
 }
 
-/// The kernel device in `a`, switchboard in `b`, the tap in `c`. Fields
+/// The kernel device in `a`, switchboard in `b`, the tap in `c`, and in
+/// the VLAN test a second tap in `d` (its namespace and tap name). Fields
 /// drop in order: the daemon first, the scratch directory last.
 struct Rig {
     sw: Switchboard,
@@ -118,6 +121,7 @@ struct Rig {
     _b: Netns,
     c: Netns,
     tap: String,
+    d: Option<(Netns, String)>,
     dir: TestDir,
 }
 
@@ -126,6 +130,13 @@ impl Rig {
     /// options beyond the local address and device, `vxlan` is the
     /// segment's `vxlan` TOML value.
     fn new(tag: &str, kernel: &[&str], vxlan: &str) -> Rig {
+        Rig::build(tag, kernel, vxlan, None)
+    }
+
+    /// As [`Rig::new`]; with `vlan`, the segment gets that VLAN, `c`'s tap
+    /// is its untagged member, and a second tap, left in the default VLAN,
+    /// goes into a fourth namespace `d` at [`D_OVERLAY`].
+    fn build(tag: &str, kernel: &[&str], vxlan: &str, vlan: Option<u16>) -> Rig {
         let dir = TestDir::new(tag);
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         a.ip(&[
@@ -158,32 +169,49 @@ impl Rig {
         a.addr_up("vx0", &format!("{A_OVERLAY}/24"));
 
         let tap = tap_name('x');
+        let d_tap = vlan.map(|_| tap_name('y'));
+        let taps = match (vlan, &d_tap) {
+            (Some(v), Some(d)) => format!(
+                r#"vlans = [{v}]
+taps = [{{ name = "{tap}", vlan = {v} }}, "{d}"]"#
+            ),
+            _ => format!(r#"taps = ["{tap}"]"#),
+        };
         let swdir = dir.join("sw");
         let config = format!(
             r#"control = {control}
 
 [segments.overlay]
-taps = ["{tap}"]
+{taps}
 mtu = 1450
 vxlan = {vxlan}
 "#,
             control = toml_path(&swdir.join("control")),
         );
+        let mut tap_list = vec![tap.as_str()];
+        tap_list.extend(d_tap.as_deref());
         let sw = Switchboard::run_file(
             Some(&b),
             &swdir,
             &config,
-            &[&tap],
+            &tap_list,
             dir.join("switchboard.log"),
         );
         b.move_link(&tap, &c);
         c.addr_up(&tap, &format!("{C_OVERLAY}/24"));
+        let d = d_tap.map(|d_tap| {
+            let d = Netns::new();
+            b.move_link(&d_tap, &d);
+            d.addr_up(&d_tap, &format!("{D_OVERLAY}/24"));
+            (d, d_tap)
+        });
         Rig {
             sw,
             a,
             _b: b,
             c,
             tap,
+            d,
             dir,
         }
     }
@@ -339,4 +367,61 @@ fn multicast_group_carries_broadcasts() {
         &format!(r#"[{{ vni = 42, local = "{B_UNDERLAY}:4789", group = "239.1.1.1" }}]"#),
     );
     rig.assert_pings_both_ways();
+}
+
+#[test]
+fn only_the_mapped_vlan_crosses_the_vni() {
+    skip_unless!(Need::Netns, Need::Tool("ping"));
+    if let Some(why) = vxlan_unavailable() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    // VLAN 10 of the segment is VNI 42, untagged on the wire (the kernel
+    // device knows nothing of VLANs); c is in VLAN 10, d in VLAN 1.
+    let rig = Rig::build(
+        "vxlanvlan",
+        &["dstport", "4789", "remote", B_UNDERLAY],
+        &format!(
+            r#"[{{ vni = 42, local = "{B_UNDERLAY}:4789", remotes = ["{A_UNDERLAY}"], vlan = 10 }}]"#
+        ),
+        Some(10),
+    );
+    rig.assert_pings_both_ways();
+    let (d, d_tap) = rig.d.as_ref().expect("the rig has d");
+
+    // d's ARP requests stay in VLAN 1, which does not cross the VNI.
+    let port_before = counter(&vxlan_port(&rig.sw), "tx_frames");
+    let (got, r) = ping(d, A_OVERLAY, 2);
+    assert_eq!(
+        got,
+        0,
+        "d is in VLAN 1 and must not reach the kernel side: {}",
+        r.describe()
+    );
+    assert_eq!(
+        counter(&vxlan_port(&rig.sw), "tx_frames"),
+        port_before,
+        "a frame of VLAN 1 left through the vxlan port"
+    );
+
+    // The kernel side's ARP requests for d's address enter VLAN 10 only:
+    // d receives nothing at all.
+    let d_before = link_packets(d, d_tap);
+    let (_, a_tx_before) = link_packets(&rig.a, "vx0");
+    let (got, r) = ping(&rig.a, D_OVERLAY, 2);
+    assert_eq!(got, 0, "kernel side -> d must fail: {}", r.describe());
+    let (_, a_tx_after) = link_packets(&rig.a, "vx0");
+    assert!(
+        a_tx_after > a_tx_before,
+        "the kernel must have sent its ARP requests ({a_tx_before} -> {a_tx_after})"
+    );
+    assert_eq!(
+        link_packets(d, d_tap).0,
+        d_before.0,
+        "d received frames from the kernel side"
+    );
+
+    // c is still reachable afterwards: its VLAN was untouched.
+    let (got, r) = ping(&rig.c, A_OVERLAY, 1);
+    assert_eq!(got, 1, "c -> kernel vxlan again: {}", r.describe());
 }
