@@ -19,16 +19,10 @@
 
 use crate::netns::{Need, Netns, Ran, TestDir, secs, tap_name, wait_until};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, counter, ports_of_kind};
+use crate::switchboard::{Switchboard, counter, ports_of_kind, toml_path};
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
-
-/// A path as a TOML basic string (test paths are plain ASCII).
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// The underlay address of host `h` on the link to host `peer`.
 fn underlay(h: u8, peer: u8) -> Ipv4Addr {
@@ -66,18 +60,7 @@ impl Lab {
         for &(a, b) in links {
             let (na, nb) = (&hosts[usize::from(a - 1)], &hosts[usize::from(b - 1)]);
             let (ia, ib) = (format!("to{b}"), format!("to{a}"));
-            na.ip(&[
-                "link",
-                "add",
-                &ia,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &ib,
-                "netns",
-                nb.name(),
-            ]);
+            na.veth_to(&ia, nb, &ib);
             na.addr_up(&ia, &format!("{}/24", underlay(a, b)));
             nb.addr_up(&ib, &format!("{}/24", underlay(b, a)));
         }

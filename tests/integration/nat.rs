@@ -19,7 +19,7 @@
 
 use crate::netns::{Need, Netns, Proc, Ran, TestDir, secs, tap_name, wait_until};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, rows};
+use crate::switchboard::{Switchboard, rows, toml_path};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,12 +29,6 @@ const LAN2: &str = "10.0.3.12";
 const GW_OUTSIDE: &str = "198.51.100.1";
 const WAN: &str = "198.51.100.2";
 const FAR: &str = "203.0.113.2";
-
-/// A path as a TOML basic string (test paths are plain ASCII under the
-/// temporary directory, so Rust's quoting is TOML's).
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// The masquerading gateway and its three hosts. Fields drop in order: the
 /// daemon first, the scratch directory last.
@@ -742,18 +736,7 @@ fn ttl_expiry_beyond_the_router_is_translated_back() {
     // A second hop: wan routes to far over a veth pair.
     let far = Netns::new();
     let (vw, vf) = (tap_name('x'), tap_name('y'));
-    t.wan.ip(&[
-        "link",
-        "add",
-        &vw,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vf,
-        "netns",
-        far.name(),
-    ]);
+    t.wan.veth_to(&vw, &far, &vf);
     t.wan.addr_up(&vw, "203.0.113.1/24");
     far.addr_up(&vf, &format!("{FAR}/24"));
     far.ip(&["route", "add", "default", "via", "203.0.113.1"]);

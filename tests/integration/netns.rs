@@ -350,6 +350,13 @@ impl Netns {
     pub fn move_link(&self, dev: &str, to: &Netns) {
         self.ip(&["link", "set", dev, "netns", &to.name]);
     }
+
+    /// A veth cable: `here` in this namespace, its peer `there` in `peer`.
+    pub fn veth_to(&self, here: &str, peer: &Netns, there: &str) {
+        self.ip(&[
+            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &peer.name,
+        ]);
+    }
 }
 
 impl Drop for Netns {

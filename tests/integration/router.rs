@@ -10,19 +10,13 @@
 
 use crate::netns::{Need, Netns, Proc, Ran, TestDir, run, secs, tap_name, wait_until};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, listens, ports_of_kind, rows};
+use crate::switchboard::{Switchboard, listens, ports_of_kind, rows, toml_path};
 use crate::traffic::Hosts;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// A path as a TOML basic string (test paths are plain ASCII under the
-/// temporary directory, so Rust's quoting is TOML's).
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// `ping -n -c COUNT` from `ns` to `dst` with `extra` options, bounded.
 fn ping(ns: &Netns, dst: &str, count: u32, extra: &[&str]) -> Ran {

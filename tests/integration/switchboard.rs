@@ -253,3 +253,10 @@ impl Switchboard {
         ctl(&self.dir, args)
     }
 }
+
+/// A path as a TOML basic string, for network files the tests write: test
+/// paths are plain ASCII under the temporary directory, so Rust's quoting
+/// is TOML's.
+pub fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.to_str().expect("utf-8 path"))
+}

@@ -24,20 +24,14 @@
 
 use crate::netns::{Need, Netns, Ran, TestDir, run, secs, tap_name, wait_until};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, counter, ports_of_kind, rows};
+use crate::switchboard::{Switchboard, counter, ports_of_kind, rows, toml_path};
 use crate::traffic::Hosts;
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 use std::process::Command;
 use switchboard_plugs::sealed::{Key, Sealer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// A path as a TOML basic string (test paths are plain ASCII).
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// The underlay address of host `h` (1..=3) on the link to host `peer`.
 fn underlay(h: u8, peer: u8) -> Ipv4Addr {
@@ -74,18 +68,7 @@ impl Line {
         for (a, b) in [(1u8, 2u8), (2, 3)] {
             let (na, nb) = (&hosts[usize::from(a - 1)], &hosts[usize::from(b - 1)]);
             let (ia, ib) = (format!("to{b}"), format!("to{a}"));
-            na.ip(&[
-                "link",
-                "add",
-                &ia,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &ib,
-                "netns",
-                nb.name(),
-            ]);
+            na.veth_to(&ia, nb, &ib);
             na.addr_up(&ia, &format!("{}/24", underlay(a, b)));
             nb.addr_up(&ib, &format!("{}/24", underlay(b, a)));
         }

@@ -4,13 +4,8 @@
 
 use crate::netns::{Need, Netns, Ran, TestDir, secs, tap_name};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, counter, rows};
+use crate::switchboard::{Switchboard, counter, rows, toml_path};
 use serde_json::Value;
-use std::path::Path;
-
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// `ping -n -c COUNT` from `ns` to `dst`, bounded.
 fn ping(ns: &Netns, dst: &str, count: u32) -> Ran {

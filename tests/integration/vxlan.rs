@@ -12,10 +12,9 @@
 
 use crate::netns::{Need, Netns, Ran, TestDir, run, secs, tap_name, wait_until};
 use crate::skip_unless;
-use crate::switchboard::{Switchboard, counter, ports_of_kind};
+use crate::switchboard::{Switchboard, counter, ports_of_kind, toml_path};
 use crate::traffic::Hosts;
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 
 /// The underlay: `a` and `b` on a veth link.
@@ -26,11 +25,6 @@ const A_OVERLAY: &str = "10.42.0.1";
 const C_OVERLAY: &str = "10.42.0.2";
 /// The second tap's address in the VLAN test, on the same subnet.
 const D_OVERLAY: &str = "10.42.0.3";
-
-/// A path as a TOML basic string.
-fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.to_str().expect("utf-8 path"))
-}
 
 /// Whether this kernel can make vxlan devices (the module may be missing).
 fn vxlan_unavailable() -> Option<String> {
@@ -139,18 +133,7 @@ impl Rig {
     fn build(tag: &str, kernel: &[&str], vxlan: &str, vlan: Option<u16>) -> Rig {
         let dir = TestDir::new(tag);
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
-        a.ip(&[
-            "link",
-            "add",
-            "va",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "netns",
-            b.name(),
-        ]);
+        a.veth_to("va", &b, "vb");
         a.addr_up("va", &format!("{A_UNDERLAY}/24"));
         b.addr_up("vb", &format!("{B_UNDERLAY}/24"));
         // A veth hands its peer packets with checksums still to be filled
