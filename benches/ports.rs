@@ -184,6 +184,9 @@ fn dgram_end(dir: &Path, name: &str) -> Box<dyn End> {
     Box::new(Dgram(s))
 }
 
+/// Opens the two ends of one run.
+type MakeEnds<'a> = dyn Fn() -> (Box<dyn End>, Box<dyn End>) + 'a;
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -198,7 +201,7 @@ fn main() {
         "{:<8} {:>12} {:>12} {:>8}",
         "kind", "sent kpps", "recv kpps", "loss %"
     );
-    let runs: Vec<(&str, Box<dyn Fn() -> (Box<dyn End>, Box<dyn End>)>, bool)> = vec![
+    let runs: Vec<(&str, Box<MakeEnds<'_>>, bool)> = vec![
         (
             "stream",
             Box::new(|| {

@@ -154,8 +154,8 @@ pub fn run(a: Endpoint, b: Endpoint, opts: &CableOptions) -> Result<(), CableErr
             break Ok(());
         }
         let mut ended = None;
-        for i in 0..2 {
-            if !ready[i] {
+        for (i, ready) in ready.iter_mut().enumerate() {
+            if !*ready {
                 continue;
             }
             let (from, to) = if i == 0 {
@@ -166,7 +166,7 @@ pub fn run(a: Endpoint, b: Endpoint, opts: &CableOptions) -> Result<(), CableErr
                 (&mut y[0], &mut x[0])
             };
             let Some(plug) = from.plug.as_mut() else {
-                ready[i] = false;
+                *ready = false;
                 continue;
             };
             batch.clear();
@@ -185,9 +185,9 @@ pub fn run(a: Endpoint, b: Endpoint, opts: &CableOptions) -> Result<(), CableErr
             }
             match status {
                 RecvStatus::More => {}
-                RecvStatus::Drained => ready[i] = false,
+                RecvStatus::Drained => *ready = false,
                 RecvStatus::Closed => {
-                    ready[i] = false;
+                    *ready = false;
                     if let Err(e) = close_side(from, i, &poll, opts) {
                         ended = Some(e);
                     }

@@ -133,7 +133,7 @@ impl std::str::FromStr for Endpoint {
         match scheme {
             "vde" => {
                 let (dir, port) = match body.strip_suffix(']').and_then(|b| b.rsplit_once('[')) {
-                    Some((d, p)) if p.is_empty() => (d, None),
+                    Some((d, "")) => (d, None),
                     Some((d, p)) => (
                         d,
                         Some(
