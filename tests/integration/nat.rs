@@ -20,6 +20,7 @@
 use crate::netns::{Need, Netns, Proc, Ran, TestDir, secs, tap_name, wait_until};
 use crate::skip_unless;
 use crate::switchboard::{Switchboard, rows, toml_path};
+use crate::traffic::{ping, received};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -132,29 +133,6 @@ except = ["10.0.3.0/24"]
     fn assert_alive(&mut self) {
         assert!(self.sw.running(), "switchboard died:\n{}", self.sw.log());
     }
-}
-
-/// `ping -n -c COUNT` from `ns` to `dst` with `extra` options, bounded.
-fn ping(ns: &Netns, dst: &str, count: u32, extra: &[&str]) -> Ran {
-    let count_s = count.to_string();
-    let deadline = (count * 2 + 3).to_string();
-    let mut argv = vec![
-        "ping", "-n", "-c", &count_s, "-i", "0.2", "-W", "2", "-w", &deadline,
-    ];
-    argv.extend_from_slice(extra);
-    argv.push(dst);
-    ns.exec(&argv, secs(u64::from(count) * 2 + 10))
-}
-
-/// How many echo replies ping counted. Panics if it printed no summary.
-fn received(r: &Ran) -> u32 {
-    r.stdout
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(" packets transmitted, ")?;
-            rest.split_whitespace().next()?.parse::<u32>().ok()
-        })
-        .unwrap_or_else(|| panic!("cannot parse ping output: {}", r.describe()))
 }
 
 /// Asserts that `count` pings from `ns` to `dst` are all answered, each

@@ -12,35 +12,12 @@ use crate::netns::{Need, Netns, Proc, Ran, TestDir, run, secs, tap_name, wait_un
 use crate::skip_unless;
 use crate::switchboard::{Switchboard, listens, ports_of_kind, rows, toml_path};
 use crate::traffic::Hosts;
+use crate::traffic::{ping, received};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// `ping -n -c COUNT` from `ns` to `dst` with `extra` options, bounded.
-fn ping(ns: &Netns, dst: &str, count: u32, extra: &[&str]) -> Ran {
-    let count_s = count.to_string();
-    let deadline = (count * 2 + 3).to_string();
-    let mut argv = vec![
-        "ping", "-n", "-c", &count_s, "-i", "0.2", "-W", "2", "-w", &deadline,
-    ];
-    argv.extend_from_slice(extra);
-    argv.push(dst);
-    ns.exec(&argv, secs(u64::from(count) * 2 + 10))
-}
-
-/// How many echo replies ping counted ("N received"). Panics if ping did not
-/// get as far as its summary.
-fn received(r: &Ran) -> u32 {
-    r.stdout
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(" packets transmitted, ")?;
-            rest.split_whitespace().next()?.parse::<u32>().ok()
-        })
-        .unwrap_or_else(|| panic!("cannot parse ping output: {}", r.describe()))
-}
 
 /// The TTL of every echo reply line ("64 bytes from ...: icmp_seq=1 ttl=63").
 fn reply_ttls(r: &Ran) -> Vec<u32> {

@@ -1,7 +1,7 @@
 //! Traffic between two test namespaces: ping and an iperf3 TCP stream, with
 //! their results parsed so the tests can assert on what crossed the wire.
 
-use crate::netns::{Netns, Proc, secs, wait_until};
+use crate::netns::{Netns, Proc, Ran, secs, wait_until};
 use serde_json::Value;
 use std::path::Path;
 
@@ -100,4 +100,29 @@ impl<'a> Hosts<'a> {
                 )
             })
     }
+}
+
+/// `ping -n -c COUNT` from `ns` to `dst` with `extra` options, bounded in
+/// time (ping's own deadline, and the exec's).
+pub fn ping(ns: &Netns, dst: &str, count: u32, extra: &[&str]) -> Ran {
+    let count_s = count.to_string();
+    let deadline = (count * 2 + 3).to_string();
+    let mut argv = vec![
+        "ping", "-n", "-c", &count_s, "-i", "0.2", "-W", "2", "-w", &deadline,
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(dst);
+    ns.exec(&argv, secs(u64::from(count) * 2 + 10))
+}
+
+/// How many echo replies ping counted ("N received"). Panics if ping did not
+/// get as far as its summary.
+pub fn received(r: &Ran) -> u32 {
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" packets transmitted, ")?;
+            rest.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .unwrap_or_else(|| panic!("cannot parse ping output: {}", r.describe()))
 }

@@ -22,10 +22,11 @@
 //! are sent from a raw socket opened inside h1's namespace by a thread of
 //! the test that joined it with `setns`.
 
-use crate::netns::{Need, Netns, Ran, TestDir, run, secs, tap_name, wait_until};
+use crate::netns::{Need, Netns, TestDir, run, secs, tap_name, wait_until};
 use crate::skip_unless;
 use crate::switchboard::{Switchboard, counter, ports_of_kind, rows, toml_path};
 use crate::traffic::Hosts;
+use crate::traffic::{ping, received};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Command;
@@ -158,29 +159,6 @@ impl Line {
             .cloned()
             .unwrap_or_else(|| panic!("h{h} has no udp port to {remote}: {ports:#?}"))
     }
-}
-
-/// `ping -c COUNT` from `ns` to `dst` with `extra` options, bounded.
-fn ping(ns: &Netns, dst: &str, count: u32, extra: &[&str]) -> Ran {
-    let count_s = count.to_string();
-    let deadline = (count * 2 + 3).to_string();
-    let mut argv = vec![
-        "ping", "-n", "-c", &count_s, "-i", "0.2", "-W", "2", "-w", &deadline,
-    ];
-    argv.extend_from_slice(extra);
-    argv.push(dst);
-    ns.exec(&argv, secs(u64::from(count) * 2 + 10))
-}
-
-/// The replies ping counted.
-fn received(r: &Ran) -> u32 {
-    r.stdout
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(" packets transmitted, ")?;
-            rest.split_whitespace().next()?.parse::<u32>().ok()
-        })
-        .unwrap_or_else(|| panic!("cannot parse ping output: {}", r.describe()))
 }
 
 /// vm1 reaches vm3 across both tunnels: pings, full-size pings (1514-byte
