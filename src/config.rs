@@ -84,14 +84,14 @@
 use crate::mac::MacAddr;
 use crate::router::{InterfaceConfig, StaticRoute, stable_mac};
 use crate::switch::SegmentConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The TOML file as written.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Path of the control socket.
@@ -108,10 +108,14 @@ pub struct ConfigFile {
     /// Routers by name.
     #[serde(default)]
     pub routers: BTreeMap<String, RouterSection>,
+    /// Networks by name: libvirt-style blocks that expand into segments
+    /// and routers (see `crate::network`).
+    #[serde(default)]
+    pub networks: BTreeMap<String, toml::Value>,
 }
 
 /// One `[routers.NAME]` table.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouterSection {
     /// Interfaces by name.
@@ -130,10 +134,86 @@ pub struct RouterSection {
     pub forwards: Vec<ForwardSection>,
     /// Connection tracking limits.
     pub conntrack: Option<ConntrackSection>,
+    /// The DNS forwarder on the router's addresses.
+    pub dns: Option<DnsSection>,
+}
+
+/// `[routers.NAME.dns]`: a DNS forwarder answering on the router's
+/// addresses, what dnsmasq does for a libvirt or LXC network.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// The local domain: DHCP clients' names and `hosts` resolve in it.
+    pub domain: Option<String>,
+    /// Upstream resolvers (`ADDR` or `ADDR:PORT`); default: the
+    /// nameservers of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    /// Static names, like libvirt's `<dns><host>`.
+    #[serde(default)]
+    pub hosts: Vec<DnsHostSection>,
+    /// Answer only local names, never forward (libvirt's `<dns enable>`
+    /// with no forwarders, dnsmasq's `--no-resolv`).
+    #[serde(default)]
+    pub local_only: bool,
+    /// Cached answers at most.
+    pub cache_size: Option<usize>,
+}
+
+/// One static DNS name.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsHostSection {
+    /// The name, bare (in the domain) or fully qualified.
+    pub name: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+}
+
+/// `[routers.NAME.interfaces.IF.dhcp]`: a DHCPv4 server on the interface.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSection {
+    /// Address pools, each `"FIRST-LAST"` inside the interface's subnet.
+    #[serde(default)]
+    pub ranges: Vec<String>,
+    /// Lease time in seconds (default 3600).
+    pub lease_secs: Option<u64>,
+    /// Leases handed out at most (LXC's `LXC_DHCP_MAX`); default: the pool size.
+    pub max_leases: Option<usize>,
+    /// Where leases are kept across restarts; default: under the runtime
+    /// directory, named after the router and interface.
+    pub lease_file: Option<PathBuf>,
+    /// Reservations by MAC, like libvirt's `<host mac name ip>`.
+    #[serde(default)]
+    pub hosts: Vec<DhcpHostSection>,
+    /// Option 3: `true` (default) offers the interface's address as the
+    /// default gateway; `false` offers none, as libvirt's isolated networks do.
+    pub gateway: Option<bool>,
+    /// Option 6; default: the interface's address when the router has a
+    /// DNS forwarder, else none.
+    #[serde(default)]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15; default: the router's DNS domain.
+    pub domain: Option<String>,
+    /// Option 26; default: the interface's MTU when it is not 1500.
+    pub mtu: Option<u16>,
+}
+
+/// One DHCP reservation.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpHostSection {
+    /// The client's MAC address.
+    pub mac: String,
+    /// Its name (also published in DNS).
+    pub name: Option<String>,
+    /// Its address.
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// One `[[routers.NAME.masquerade]]` entry.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct MasqueradeSection {
     /// The outside interface.
@@ -147,7 +227,7 @@ pub struct MasqueradeSection {
 }
 
 /// One `[[routers.NAME.forwards]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardSection {
     /// `tcp` or `udp`.
@@ -163,7 +243,7 @@ pub struct ForwardSection {
 }
 
 /// `[routers.NAME.conntrack]`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConntrackSection {
     /// Most flows tracked at once.
@@ -173,7 +253,7 @@ pub struct ConntrackSection {
 }
 
 /// One `[routers.NAME.interfaces.IFACE]` table.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceSection {
     /// The segment the interface is a port of.
@@ -188,10 +268,12 @@ pub struct InterfaceSection {
     pub proxy_arp: bool,
     /// IP MTU; the segment's by default.
     pub mtu: Option<usize>,
+    /// A DHCP server on this interface.
+    pub dhcp: Option<DhcpSection>,
 }
 
 /// One `[[routers.NAME.routes]]` entry.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     /// Destination: a network, a bare address, or `default`.
@@ -206,7 +288,7 @@ pub struct RouteSection {
 }
 
 /// One `[segments.NAME]` table.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentSection {
     /// VDE2 switch directory served for this segment.
@@ -263,7 +345,7 @@ pub struct SegmentSection {
 
 /// One entry of a segment's `taps` list: a name, or a table with VLAN
 /// settings, so the common case stays a plain list of names.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum TapEntry {
     /// A tap in the default VLAN only.
@@ -283,7 +365,7 @@ impl TapEntry {
 }
 
 /// A tap with VLAN settings, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TapTable {
     /// The interface name.
@@ -309,7 +391,7 @@ pub struct TapVlans {
 /// One entry of a segment's `udp` list, as written: a point-to-point UDP
 /// tunnel. Addresses stay strings until checked, so errors can name the
 /// entry.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UdpSection {
     /// `ADDRESS[:PORT]` to bind; every address, at the remote's port, by
@@ -327,7 +409,7 @@ pub struct UdpSection {
 
 /// One entry of a segment's `vxlan` list: a VXLAN port carrying the segment
 /// as one VNI.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct VxlanSection {
     /// The VNI, 0 to 16777215.
