@@ -1,10 +1,11 @@
 //! The daemon's state and its loop.
 
-use super::dgram_hub::{SharedHub, open_dgram_hub, reap_gone_peers, serve_hub};
+use super::dgram_hub::{SharedHub, reap_gone_peers, serve_hub};
 use super::endpoint::Endpoint;
 use super::forward::Forwarder;
 use super::router_port::{SharedRouter, drain_routers, open_router, routers_timeout};
-use super::vde::{VdeDir, accept_clients, advance_handshake, expire_handshakes, open_vde_dir};
+use super::segment_lifecycle::open_segment;
+use super::vde::{VdeDir, accept_clients, advance_handshake, expire_handshakes};
 use crate::config::Plan;
 use crate::control::server::{ConnProgress, ControlBindError, ControlListener};
 use crate::control::{Request, router_views, views};
@@ -20,9 +21,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard_plugs::framing::Framing;
 use switchboard_plugs::stream::{StreamListener, StreamOptions};
-use switchboard_plugs::tap::{TapOptions, TapPlug};
 use switchboard_plugs::{Plug, RecvStatus};
 
 /// How the daemon runs, beyond the network it serves.
@@ -68,7 +67,7 @@ impl From<ControlBindError> for DaemonError {
 /// libvirt's `libvirt-qemu`) can attach the way it could to the VDE socket.
 /// Without those options the socket keeps the umask's mode (only its owner
 /// may connect). Symlinks are not followed.
-fn apply_socket_permissions(
+pub(super) fn apply_socket_permissions(
     path: &std::path::Path,
     perms: Option<&crate::config::Permissions>,
 ) -> Result<(), DaemonError> {
@@ -117,7 +116,10 @@ pub struct Daemon {
     pub(super) port_tokens: Vec<Option<Token>>,
     pub(super) ready: VecDeque<Token>,
     pub(super) forwarder: Forwarder,
-    pub(super) dirs: Vec<VdeDir>,
+    /// Served switch directories, indexed by the `dir` of VDE listeners
+    /// and handshakes; a closed segment's slot is emptied, not removed, so
+    /// the other indices stay valid.
+    pub(super) dirs: Vec<Option<VdeDir>>,
     /// Every dgram hub, to collect the peers a send found gone.
     pub(super) hubs: Vec<SharedHub>,
     /// Every router, to drain its output and run its timers.
@@ -150,63 +152,7 @@ impl Daemon {
         d.insert(Endpoint::Signals(signals), Interest::READABLE)?;
 
         for seg in &plan.segments {
-            let id = d
-                .engine
-                .add_segment(seg.config.clone())
-                .map_err(|e| DaemonError::Setup(e.to_string()))?;
-            for &vid in &seg.vlans {
-                d.engine.create_vlan(id, vid).map_err(|e| {
-                    DaemonError::Setup(format!("segment {}: vlan {vid}: {e}", seg.config.name))
-                })?;
-            }
-            if let Some(vde) = &seg.vde {
-                open_vde_dir(&mut d, id, vde)?;
-            }
-            let max_frame = seg.config.max_frame_len();
-            let perms = seg.vde.as_ref().map(|v| &v.perms);
-            if let Some(path) = &seg.stream {
-                let listener = StreamListener::bind_unix(path, Framing::Qemu).map_err(|e| {
-                    DaemonError::Setup(format!("stream socket {}: {e}", path.display()))
-                })?;
-                apply_socket_permissions(path, perms)?;
-                d.add_stream_listener(id, listener, max_frame)?;
-            }
-            if let Some(addr) = seg.stream_tcp {
-                let listener = StreamListener::bind_tcp(addr, Framing::Qemu)
-                    .map_err(|e| DaemonError::Setup(format!("stream socket tcp:{addr}: {e}")))?;
-                d.add_stream_listener(id, listener, max_frame)?;
-            }
-            if let Some(path) = &seg.dgram {
-                open_dgram_hub(&mut d, id, path, seg.config.max_ports)?;
-                apply_socket_permissions(path, perms)?;
-            }
-            for tap in &seg.taps {
-                let opts = TapOptions {
-                    mtu: (seg.config.mtu != 1500).then_some(seg.config.mtu as u16),
-                    offload: seg.tap_offload,
-                };
-                let plug =
-                    TapPlug::open(tap, &opts).map_err(|e| DaemonError::Setup(e.to_string()))?;
-                let description = plug.description().to_string();
-                let port = d
-                    .add_port(
-                        id,
-                        PortRequest {
-                            number: None,
-                            kind: "tap",
-                            description,
-                            ..Default::default()
-                        },
-                        Box::new(plug),
-                    )
-                    .map_err(|e| DaemonError::Setup(format!("tap {tap}: {e}")))?;
-                if let Some(v) = seg.tap_vlans.iter().find(|v| &v.tap == tap) {
-                    d.set_port_vlans(port, &format!("tap {tap}"), v.untagged, &v.tagged)?;
-                }
-            }
-            super::vxlan::open_vxlan_ports(&mut d, id, &seg.vxlan)?;
-            super::tunnels::open_tunnels(&mut d, id, &seg.udp)?;
-            tracing::info!(segment = %seg.config.name, mtu = seg.config.mtu, hub = seg.config.hub, "segment ready");
+            open_segment(&mut d, seg)?;
         }
         for router in &plan.routers {
             open_router(&mut d, router)?;
@@ -426,7 +372,7 @@ impl Daemon {
         }
     }
 
-    fn add_stream_listener(
+    pub(super) fn add_stream_listener(
         &mut self,
         segment: SegmentId,
         listener: StreamListener,
@@ -807,6 +753,31 @@ impl Daemon {
             }
             _ => Ok(found),
         }
+    }
+}
+
+#[cfg(test)]
+impl Daemon {
+    /// One turn of the loop, waiting at most `timeout` for events, for
+    /// tests that drive a daemon step by step instead of [`run`](Self::run).
+    pub(super) fn turn(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut events = Events::with_capacity(64);
+        match self.poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            self.dispatch(
+                ev.token(),
+                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ev.is_writable(),
+            );
+        }
+        drain_routers(self);
+        self.serve_ready_ports();
+        reap_gone_peers(self);
+        Ok(())
     }
 }
 

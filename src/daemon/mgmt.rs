@@ -19,10 +19,11 @@
 
 use super::endpoint::Endpoint;
 use super::event_loop::{Daemon, DaemonError};
-use crate::config::{MgmtPlan, Plan};
+use crate::config::{MgmtPlan, Plan, SegmentPlan};
 use crate::control::vde_console::{
     Action, ConsoleInfo, Context, MAX_LINE_LEN, Session, banner, overlong_reply, run_line,
 };
+use crate::switch::SegmentId;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Token};
 use std::io::{self, Read, Write};
@@ -206,20 +207,7 @@ pub(super) fn open_mgmt(d: &mut Daemon, plan: &Plan, mgmt: &MgmtPlan) -> Result<
         )
         .map_err(|e| fail(format!("cannot set its group: {e}")))?;
     }
-    let data_sockets = plan
-        .segments
-        .iter()
-        .map(|s| {
-            s.vde.as_ref().map(|v| {
-                let opts = switchboard_plugs::vde::DirOptions {
-                    mode: v.perms.mode,
-                    dirmode: v.perms.dirmode,
-                    group: v.perms.group,
-                };
-                (v.dir.display().to_string(), opts.socket_mode())
-            })
-        })
-        .collect();
+    let data_sockets = plan.segments.iter().map(data_socket).collect();
     let info = Rc::new(ConsoleInfo {
         mgmt_path: path.display().to_string(),
         mgmt_mode: mgmt.mode,
@@ -235,6 +223,72 @@ pub(super) fn open_mgmt(d: &mut Daemon, plan: &Plan, mgmt: &MgmtPlan) -> Result<
     )?;
     tracing::info!(mgmt = %path.display(), mode = format!("{:04o}", mgmt.mode), "vde_switch console ready");
     Ok(())
+}
+
+/// What `ds/showinfo` reports for a segment: its VDE2 directory and the
+/// mode of its sockets, if it serves one.
+fn data_socket(seg: &SegmentPlan) -> Option<(String, u32)> {
+    seg.vde.as_ref().map(|v| {
+        let opts = switchboard_plugs::vde::DirOptions {
+            mode: v.perms.mode,
+            dirmode: v.perms.dirmode,
+            group: v.perms.group,
+        };
+        (v.dir.display().to_string(), opts.socket_mode())
+    })
+}
+
+/// Tells the console about a segment opened while the daemon runs, so
+/// `ds/showinfo` on it names its directory. (Segments opened at start are
+/// known to [`open_mgmt`] from the plan; the console does not exist yet
+/// when they open.)
+pub(super) fn segment_opened(d: &mut Daemon, id: SegmentId, seg: &SegmentPlan) {
+    set_data_socket(d, id, data_socket(seg));
+}
+
+/// Tells the console a segment was closed: its directory is forgotten, and
+/// sessions acting on it move to the first segment left rather than keep a
+/// handle a new segment may reuse.
+pub(super) fn segment_closed(d: &mut Daemon, id: SegmentId) {
+    set_data_socket(d, id, None);
+    let fresh = Session::new(&d.engine);
+    for (_, ep) in d.endpoints.iter_mut() {
+        if let Endpoint::MgmtConn(c) = ep
+            && c.session.segment() == id
+        {
+            c.session = fresh;
+        }
+    }
+}
+
+/// Replaces the console's facts with ones where segment `id` has `value`
+/// as its directory, for the listener and every connection.
+fn set_data_socket(d: &mut Daemon, id: SegmentId, value: Option<(String, u32)>) {
+    let Some(info) = d.endpoints.iter().find_map(|(_, ep)| match ep {
+        Endpoint::MgmtListener(l) => Some(&l.info),
+        _ => None,
+    }) else {
+        return;
+    };
+    let mut info = ConsoleInfo::clone(info);
+    let i = id.index();
+    if info.data_sockets.len() <= i {
+        if value.is_none() {
+            return;
+        }
+        info.data_sockets.resize(i + 1, None);
+    }
+    if let Some(slot) = info.data_sockets.get_mut(i) {
+        *slot = value;
+    }
+    let info = Rc::new(info);
+    for (_, ep) in d.endpoints.iter_mut() {
+        match ep {
+            Endpoint::MgmtListener(l) => l.info = Rc::clone(&info),
+            Endpoint::MgmtConn(c) => c.info = Rc::clone(&info),
+            _ => {}
+        }
+    }
 }
 
 /// Binds with the socket file created at `mode` (through the umask, so it

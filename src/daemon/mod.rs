@@ -32,6 +32,7 @@ mod event_loop;
 mod forward;
 mod mgmt;
 mod router_port;
+mod segment_lifecycle;
 mod soft_offload;
 mod tunnels;
 mod vde;

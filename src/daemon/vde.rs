@@ -40,16 +40,33 @@ pub(super) fn open_vde_dir(
             plan.dir.display()
         ))
     })?;
-    d.dirs.push(VdeDir { dir });
-    let idx = d.dirs.len() - 1;
-    d.insert(
+    // The slot of a closed segment's directory is reused, so starting and
+    // destroying networks does not grow the list.
+    let idx = match d.dirs.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            d.dirs.push(None);
+            d.dirs.len() - 1
+        }
+    };
+    if let Some(slot) = d.dirs.get_mut(idx) {
+        *slot = Some(VdeDir { dir });
+    }
+    let listening = d.insert(
         Endpoint::VdeListener {
             segment,
             dir: idx,
             listener,
         },
         Interest::READABLE,
-    )?;
+    );
+    if let Err(e) = listening {
+        // No listener to find it by: close the directory now.
+        if let Some(slot) = d.dirs.get_mut(idx) {
+            *slot = None;
+        }
+        return Err(e);
+    }
     tracing::info!(dir = %plan.dir.display(), "VDE2 switch directory ready");
     Ok(())
 }
@@ -124,7 +141,13 @@ pub(super) fn advance_handshake(d: &mut Daemon, token: Token) {
             return;
         }
     };
-    let plug = match pending.complete(&d.dirs[dir].dir, &request, port_number) {
+    // Handshakes of a closed segment are closed with it, so the directory
+    // is always there.
+    let Some(switch_dir) = d.dirs.get(dir).and_then(Option::as_ref) else {
+        tracing::warn!(client = %request.client_path.display(), "VDE client refused: its switch directory is closed");
+        return;
+    };
+    let plug = match pending.complete(&switch_dir.dir, &request, port_number) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(client = %request.client_path.display(), description = %request.description, error = %e, "VDE handshake failed; connection closed");

@@ -151,10 +151,49 @@ impl fmt::Display for PortError {
 
 impl std::error::Error for PortError {}
 
+/// Why a segment could not be removed. Removal is refused rather than
+/// done by force because every port belongs to a plug the caller owns (a
+/// socket, a tap, a router interface): the engine cannot close those, so
+/// dropping the ports behind the caller's back would leave plugs feeding
+/// frames to ports that no longer exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveSegmentError {
+    /// No segment has this handle (never had, or already removed).
+    NoSuchSegment,
+    /// Ports are still attached; the caller must remove them first.
+    PortsRemain {
+        /// The segment's name.
+        segment: String,
+        /// How many ports it still has.
+        ports: usize,
+    },
+}
+
+impl fmt::Display for RemoveSegmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoveSegmentError::NoSuchSegment => write!(f, "no such segment"),
+            RemoveSegmentError::PortsRemain { segment, ports } => write!(
+                f,
+                "segment {segment:?} still has {ports} port(s); remove them first"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RemoveSegmentError {}
+
 /// All segments and ports.
+///
+/// Segments live in slots: removing one empties its slot, so the handles of
+/// the others stay valid, and the next segment added takes the lowest empty
+/// slot, so starting and destroying segments forever does not grow the
+/// table. A removed segment's handle may thus come to name a new segment;
+/// whoever keeps handles must forget a segment's when it is removed (the
+/// daemon closes everything that served it first).
 #[derive(Debug, Default)]
 pub struct Engine {
-    segments: Vec<Segment>,
+    segments: Vec<Option<Segment>>,
     ports: Vec<Option<Port>>,
     free_ids: Vec<u32>,
     next_sweep: Option<Instant>,
@@ -178,30 +217,64 @@ impl Engine {
                 config.name
             )));
         }
-        let id = SegmentId(self.segments.len() as u32);
-        self.segments.push(Segment::new(config));
-        Ok(id)
+        let segment = Some(Segment::new(config));
+        let id = match self.segments.iter().position(Option::is_none) {
+            Some(i) => {
+                self.segments[i] = segment;
+                i
+            }
+            None => {
+                self.segments.push(segment);
+                self.segments.len() - 1
+            }
+        };
+        Ok(SegmentId(id as u32))
+    }
+
+    /// Removes a segment that has no ports left, with its MAC table, VLANs
+    /// and counters; returns its final state (for logs and for starting it
+    /// again with the same configuration). Its name is free at once, and
+    /// every other segment and port keeps its handle. Refused while ports
+    /// remain (see [`RemoveSegmentError`]).
+    pub fn remove_segment(&mut self, id: SegmentId) -> Result<Segment, RemoveSegmentError> {
+        let seg = slot_mut(&mut self.segments, id).ok_or(RemoveSegmentError::NoSuchSegment)?;
+        if !seg.members.is_empty() {
+            return Err(RemoveSegmentError::PortsRemain {
+                segment: seg.config.name.clone(),
+                ports: seg.members.len(),
+            });
+        }
+        let removed = self
+            .segments
+            .get_mut(id.index())
+            .and_then(Option::take)
+            .ok_or(RemoveSegmentError::NoSuchSegment)?;
+        // Trailing empty slots are given back, so the table shrinks when
+        // the newest segments go.
+        while self.segments.last().is_some_and(Option::is_none) {
+            self.segments.pop();
+        }
+        Ok(removed)
     }
 
     /// Finds a segment by name.
     pub fn segment_by_name(&self, name: &str) -> Option<SegmentId> {
-        self.segments
-            .iter()
-            .position(|s| s.config.name == name)
-            .map(|i| SegmentId(i as u32))
+        self.segments()
+            .find(|(_, s)| s.config.name == name)
+            .map(|(id, _)| id)
     }
 
     /// A segment's state.
     pub fn segment(&self, id: SegmentId) -> Option<&Segment> {
-        self.segments.get(id.index())
+        self.segments.get(id.index()).and_then(Option::as_ref)
     }
 
-    /// All segments with their handles.
+    /// All segments with their handles, by handle.
     pub fn segments(&self) -> impl Iterator<Item = (SegmentId, &Segment)> {
         self.segments
             .iter()
             .enumerate()
-            .map(|(i, s)| (SegmentId(i as u32), s))
+            .filter_map(|(i, s)| s.as_ref().map(|s| (SegmentId(i as u32), s)))
     }
 
     /// The number a new port on `segment` would get: `requested` if it is
@@ -213,10 +286,7 @@ impl Engine {
         segment: SegmentId,
         requested: Option<u16>,
     ) -> Result<u16, PortError> {
-        let seg = self
-            .segments
-            .get(segment.index())
-            .ok_or(PortError::NoSuchSegment)?;
+        let seg = self.segment(segment).ok_or(PortError::NoSuchSegment)?;
         let max_ports = seg.config.max_ports;
         match requested {
             Some(n) if n > max_ports => Err(PortError::NumberOutOfRange {
@@ -237,7 +307,7 @@ impl Engine {
     /// Attaches a new port to a segment.
     pub fn add_port(&mut self, segment: SegmentId, req: PortRequest) -> Result<PortId, PortError> {
         let number = self.pick_port_number(segment, req.number)?;
-        let seg = &mut self.segments[segment.index()];
+        let seg = slot_mut(&mut self.segments, segment).ok_or(PortError::NoSuchSegment)?;
         let port = Port {
             segment,
             number,
@@ -270,7 +340,12 @@ impl Engine {
     /// not exist.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         let port = self.ports.get_mut(id.index())?.take()?;
-        let seg = &mut self.segments[port.segment.index()];
+        self.free_ids.push(id.0);
+        // A port's segment outlives it (removing a segment with ports is
+        // refused), so the slot is always there.
+        let Some(seg) = slot_mut(&mut self.segments, port.segment) else {
+            return Some(port);
+        };
         seg.fdb.flush_port(id.0);
         if let Some(i) = seg.members.iter().position(|&p| p == id) {
             seg.members.remove(i);
@@ -278,8 +353,9 @@ impl Engine {
             seg.member_vlans.remove(i);
         }
         seg.set_member_flags(id, |_| {});
-        seg.by_number[usize::from(port.number)] = None;
-        self.free_ids.push(id.0);
+        if let Some(slot) = seg.by_number.get_mut(usize::from(port.number)) {
+            *slot = None;
+        }
         Some(port)
     }
 
@@ -314,10 +390,7 @@ impl Engine {
     /// frames' tags rather than the ports' VLANs.
     pub fn create_vlan(&mut self, seg: SegmentId, vid: u16) -> Result<(), VlanError> {
         check_vid(vid)?;
-        let s = self
-            .segments
-            .get_mut(seg.index())
-            .ok_or(VlanError::NoSuchSegment)?;
+        let s = slot_mut(&mut self.segments, seg).ok_or(VlanError::NoSuchSegment)?;
         if !s.vlans.created.insert(vid) {
             return Err(VlanError::Exists);
         }
@@ -333,10 +406,7 @@ impl Engine {
     /// last VLAN besides the default turns filtering off again.
     pub fn remove_vlan(&mut self, seg: SegmentId, vid: u16) -> Result<(), VlanError> {
         check_vid(vid)?;
-        let s = self
-            .segments
-            .get_mut(seg.index())
-            .ok_or(VlanError::NoSuchSegment)?;
+        let s = slot_mut(&mut self.segments, seg).ok_or(VlanError::NoSuchSegment)?;
         if !s.vlans.created.contains(vid) {
             return Err(VlanError::NoSuchVlan);
         }
@@ -354,8 +424,7 @@ impl Engine {
 
     /// The VLANs of a segment, ascending (the default VLAN included).
     pub fn vlans(&self, seg: SegmentId) -> Vec<u16> {
-        self.segments
-            .get(seg.index())
+        self.segment(seg)
             .map(|s| s.vlans.created.iter().collect())
             .unwrap_or_default()
     }
@@ -364,7 +433,7 @@ impl Engine {
     /// if the port does not exist.
     pub fn port_vlans(&self, port: PortId) -> Option<(u16, Vec<u16>)> {
         let p = self.port(port)?;
-        let s = &self.segments[p.segment.index()];
+        let s = self.segment(p.segment)?;
         let v = &s.member_vlans[s.member_index(port)?];
         Some((v.untagged, v.tagged.iter().collect()))
     }
@@ -422,7 +491,7 @@ impl Engine {
     ) -> Result<(), VlanError> {
         check_vid(vid)?;
         let seg = self.port(port).ok_or(VlanError::NoSuchPort)?.segment;
-        let s = &mut self.segments[seg.index()];
+        let s = slot_mut(&mut self.segments, seg).ok_or(VlanError::NoSuchSegment)?;
         if !s.vlans.created.contains(vid) {
             return Err(VlanError::NoSuchVlan);
         }
@@ -474,7 +543,11 @@ impl Engine {
             return Forwarding::Dropped(DropReason::StormBlocked);
         }
         let from_split = port.split_horizon;
-        let seg = &mut self.segments[port.segment.index()];
+        let Some(seg) = slot_mut(&mut self.segments, port.segment) else {
+            // Cannot happen (a segment with ports is never removed).
+            self.unknown_port_frames += 1;
+            return Forwarding::UnknownPort;
+        };
 
         let mut class = None;
         let verdict = if seg.vlans.filtering {
@@ -568,7 +641,9 @@ impl Engine {
         let Some(port) = self.ports.get_mut(id.index()).and_then(Option::as_mut) else {
             return;
         };
-        let seg = &mut self.segments[port.segment.index()];
+        let Some(seg) = slot_mut(&mut self.segments, port.segment) else {
+            return;
+        };
         let len = port.storm.block(now, seg.config.storm_block);
         port.counters.drops.add(DropReason::StormBlocked, 1);
         seg.counters.storm_blocks += 1;
@@ -603,7 +678,9 @@ impl Engine {
         for (i, slot) in self.ports.iter_mut().enumerate() {
             let Some(port) = slot.as_mut() else { continue };
             if port.storm.unblock_if_due(now) {
-                let seg = &mut self.segments[port.segment.index()];
+                let Some(seg) = slot_mut(&mut self.segments, port.segment) else {
+                    continue;
+                };
                 seg.set_member_flags(PortId(i as u32), |f| f.blocked = false);
                 tracing::info!(
                     segment = %seg.config.name,
@@ -653,6 +730,7 @@ impl Engine {
                     .for_each(|p| p.counters = Default::default());
                 self.segments
                     .iter_mut()
+                    .flatten()
                     .for_each(|s| s.counters = SegmentCounters::default());
             }
         }
@@ -663,6 +741,7 @@ impl Engine {
         let fast_end = self
             .segments
             .iter()
+            .flatten()
             .filter_map(Segment::fast_aging_until)
             .min();
         [self.next_sweep, self.next_unblock, fast_end]
@@ -677,7 +756,7 @@ impl Engine {
         if self.next_unblock.is_some_and(|t| t <= now) {
             self.unblock_due(now);
         }
-        for seg in &mut self.segments {
+        for seg in self.segments.iter_mut().flatten() {
             if seg.end_fast_aging_if_due(now) {
                 tracing::info!(segment = %seg.config.name, aging_secs = seg.config.mac_aging.as_secs(), "no more flapping: MAC aging back to normal");
             }
@@ -686,12 +765,18 @@ impl Engine {
             return;
         }
         let mut any_left = false;
-        for seg in &mut self.segments {
+        for seg in self.segments.iter_mut().flatten() {
             seg.counters.aged_out += seg.fdb.expire(now);
             any_left |= !seg.fdb.is_empty();
         }
         self.next_sweep = any_left.then(|| now + AGING_SWEEP_INTERVAL);
     }
+}
+
+/// The live segment in `id`'s slot: a free function over the table alone,
+/// so callers can hold a port (from `Engine::ports`) at the same time.
+fn slot_mut(segments: &mut [Option<Segment>], id: SegmentId) -> Option<&mut Segment> {
+    segments.get_mut(id.index()).and_then(Option::as_mut)
 }
 
 /// The switching decision for one frame, before counting.
@@ -806,5 +891,180 @@ fn decide<const FILTER: bool>(
             seg.counters.flooded_unknown += 1;
             Decision::Flood
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.resize(60, 0);
+        f
+    }
+
+    const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+    const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+
+    fn port(e: &mut Engine, seg: SegmentId) -> PortId {
+        e.add_port(
+            seg,
+            PortRequest {
+                kind: "test",
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Segments a, b, c; two ports on a, one on c, none on b.
+    fn three() -> (Engine, [SegmentId; 3], Vec<PortId>) {
+        let mut e = Engine::new();
+        let ids = ["a", "b", "c"].map(|n| e.add_segment(SegmentConfig::new(n)).unwrap());
+        let ports = vec![
+            port(&mut e, ids[0]),
+            port(&mut e, ids[0]),
+            port(&mut e, ids[2]),
+        ];
+        (e, ids, ports)
+    }
+
+    #[test]
+    fn removal_is_refused_while_ports_remain_and_changes_nothing() {
+        let (mut e, [a, ..], ports) = three();
+        assert_eq!(
+            e.remove_segment(a).unwrap_err(),
+            RemoveSegmentError::PortsRemain {
+                segment: "a".into(),
+                ports: 2
+            }
+        );
+        assert_eq!(e.segment_by_name("a"), Some(a));
+        assert_eq!(e.port(ports[0]).map(Port::segment), Some(a));
+        e.remove_port(ports[0]).unwrap();
+        assert_eq!(
+            e.remove_segment(a).unwrap_err().to_string(),
+            "segment \"a\" still has 1 port(s); remove them first"
+        );
+        e.remove_port(ports[1]).unwrap();
+        assert_eq!(e.remove_segment(a).unwrap().name(), "a");
+        assert_eq!(
+            e.remove_segment(a).unwrap_err(),
+            RemoveSegmentError::NoSuchSegment
+        );
+        assert_eq!(
+            e.remove_segment(SegmentId(99)).unwrap_err(),
+            RemoveSegmentError::NoSuchSegment
+        );
+    }
+
+    #[test]
+    fn removal_keeps_other_handles_and_forwarding() {
+        let (mut e, [a, b, c], ports) = three();
+        let removed = e.remove_segment(b).unwrap();
+        assert_eq!(removed.config(), &SegmentConfig::new("b"));
+        assert_eq!(e.segment(b).map(Segment::name), None);
+        assert_eq!(e.segment_by_name("b"), None);
+        let listed: Vec<(SegmentId, &str)> = e.segments().map(|(i, s)| (i, s.name())).collect();
+        assert_eq!(listed, vec![(a, "a"), (c, "c")]);
+        assert_eq!(e.segment_by_name("c"), Some(c));
+        assert_eq!(e.port(ports[2]).map(Port::segment), Some(c));
+        assert_eq!(e.segment(c).unwrap().ports(), &[ports[2]]);
+
+        // Segment a still learns and forwards between its two ports.
+        let mut out = Egress::default();
+        let t = Instant::from_secs(1);
+        assert_eq!(
+            e.handle(t, ports[0], &frame(B, A), &mut out),
+            Forwarding::Flood
+        );
+        assert_eq!(out.ports(), &[ports[1]]);
+        assert_eq!(
+            e.handle(t, ports[1], &frame(A, B), &mut out),
+            Forwarding::Unicast
+        );
+        assert_eq!(out.ports(), &[ports[0]]);
+        // Timers run over the hole.
+        let due = e.poll_timeout().unwrap();
+        e.handle_timeout(due);
+        e.reset_counters(None);
+        assert_eq!(e.segment(a).unwrap().counters().unicast, 0);
+        // Ports added to a removed segment are refused.
+        assert_eq!(
+            e.add_port(b, PortRequest::default()),
+            Err(PortError::NoSuchSegment)
+        );
+        assert_eq!(e.pick_port_number(b, None), Err(PortError::NoSuchSegment));
+        assert_eq!(e.create_vlan(b, 10), Err(VlanError::NoSuchSegment));
+        assert_eq!(e.vlans(b), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn a_segment_of_the_same_name_starts_fresh_in_the_freed_slot() {
+        let mut e = Engine::new();
+        let a = e.add_segment(SegmentConfig::new("a")).unwrap();
+        let b = e.add_segment(SegmentConfig::new("b")).unwrap();
+        let c = e.add_segment(SegmentConfig::new("c")).unwrap();
+        e.create_vlan(b, 10).unwrap();
+        let (p, q) = (port(&mut e, b), port(&mut e, b));
+        let mut out = Egress::default();
+        let t = Instant::from_secs(1);
+        e.handle(t, p, &frame(B, A), &mut out);
+        e.handle(t, q, &frame(A, B), &mut out);
+        assert_eq!(e.segment(b).unwrap().mac_table().len(), 2);
+        e.remove_port(p).unwrap();
+        e.remove_port(q).unwrap();
+        let old = e.remove_segment(b).unwrap();
+        assert_eq!(old.counters().unicast, 1);
+        assert_eq!(old.counters().flooded_unknown, 1);
+
+        let mut config = SegmentConfig::new("b");
+        config.max_ports = 4;
+        let b2 = e.add_segment(config.clone()).unwrap();
+        assert_eq!(b2, b, "the lowest free slot is reused");
+        let s = e.segment(b2).unwrap();
+        assert_eq!(s.config(), &config);
+        assert_eq!(s.mac_table().len(), 0);
+        assert_eq!(s.counters(), &SegmentCounters::default());
+        assert_eq!(e.vlans(b2), vec![DEFAULT_VLAN]);
+        assert_eq!(e.segment_by_name("b"), Some(b2));
+        // Port numbers start over, within the new limit.
+        let r = port(&mut e, b2);
+        assert_eq!(e.port(r).unwrap().number(), 1);
+        assert_eq!(
+            e.pick_port_number(b2, Some(5)),
+            Err(PortError::NumberOutOfRange {
+                number: 5,
+                max_ports: 4
+            })
+        );
+        assert_eq!(e.segment_by_name("a"), Some(a));
+        assert_eq!(e.segment_by_name("c"), Some(c));
+    }
+
+    #[test]
+    fn removing_the_newest_segments_shrinks_the_table() {
+        let mut e = Engine::new();
+        let ids: Vec<SegmentId> = (0..4)
+            .map(|i| e.add_segment(SegmentConfig::new(format!("s{i}"))).unwrap())
+            .collect();
+        e.remove_segment(ids[1]).unwrap();
+        e.remove_segment(ids[3]).unwrap();
+        e.remove_segment(ids[2]).unwrap();
+        assert_eq!(e.segments.len(), 1);
+        // Start and destroy many times: the table does not grow.
+        for round in 0..100 {
+            let id = e
+                .add_segment(SegmentConfig::new(format!("n{round}")))
+                .unwrap();
+            assert_eq!(id.index(), 1);
+            e.remove_segment(id).unwrap();
+        }
+        assert_eq!(e.segments.len(), 1);
+        assert_eq!(e.segments().count(), 1);
     }
 }

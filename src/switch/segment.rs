@@ -9,7 +9,9 @@ use crate::time::Instant;
 use std::fmt;
 use std::time::Duration;
 
-/// A segment handle, dense and stable for the engine's life.
+/// A segment handle: a small index, valid while the segment exists. Once
+/// the segment is removed, a later segment may get the same handle (see
+/// [`Engine`](super::Engine)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId(pub(crate) u32);
 
