@@ -27,6 +27,7 @@
 //! the `dgram_hub` module.
 
 mod dgram_hub;
+pub mod dns_upstream;
 mod endpoint;
 mod event_loop;
 mod forward;
