@@ -528,6 +528,12 @@ pub struct RouterPlan {
     pub conntrack_max: Option<usize>,
     /// Masquerade port range, if not the default.
     pub port_range: Option<(u16, u16)>,
+    /// DHCP servers: the interface each serves and its table as written.
+    pub dhcp: Vec<(String, DhcpSection)>,
+    /// Where each DHCP server keeps its leases, by interface name.
+    pub lease_files: Vec<(String, PathBuf)>,
+    /// The DNS forwarder, as written.
+    pub dns: Option<DnsSection>,
 }
 
 /// Reads `1234` or `"1000-2000"` as a port range.
@@ -1149,7 +1155,11 @@ fn router_plan(
     }
     let mut interfaces = Vec::new();
     let mut segment_names = Vec::new();
+    let mut dhcp = Vec::new();
     for (iname, i) in r.interfaces {
+        if let Some(d) = i.dhcp {
+            dhcp.push((iname.clone(), d));
+        }
         let at = format!("routers.{name}.interfaces.{iname}");
         let Some(segment) = segments.iter().find(|s| s.config.name == i.segment) else {
             return Err(ConfigError(format!(
@@ -1282,6 +1292,20 @@ fn router_plan(
             "routers.{name}.arp_cache_size: must be at least 1"
         )));
     }
+    let mut lease_files = Vec::new();
+    for (iname, d) in &dhcp {
+        let path = d
+            .lease_file
+            .clone()
+            .unwrap_or_else(|| runtime_dir().join(format!("{name}-{iname}.leases")));
+        lease_files.push((iname.clone(), path));
+    }
+    if let Some(dns) = &r.dns {
+        for u in &dns.upstream {
+            parse_upstream(u)
+                .map_err(|e| ConfigError(format!("routers.{name}.dns.upstream: {e}")))?;
+        }
+    }
     let plan = RouterPlan {
         name: name.to_string(),
         interfaces,
@@ -1292,6 +1316,9 @@ fn router_plan(
         forwards,
         conntrack_max,
         port_range,
+        dhcp,
+        lease_files,
+        dns: r.dns,
     };
     plan.build()
         .map_err(|e| ConfigError(format!("routers.{name}: {e}")))?;
@@ -1312,6 +1339,7 @@ impl RouterPlan {
         if let Some(r) = self.port_range {
             conntrack.port_range = r;
         }
+        let services = self.services().map_err(crate::router::RouterError)?;
         crate::router::Router::new(crate::router::RouterConfig {
             name: self.name.clone(),
             interfaces: self.interfaces.clone(),
@@ -1322,8 +1350,138 @@ impl RouterPlan {
                 forwards: self.forwards.clone(),
                 conntrack,
             },
+            services,
         })
     }
+
+    /// Turns the DHCP and DNS tables into the services' configurations,
+    /// filling in what a network needs by default: the interface's address
+    /// as gateway and name server, the router's domain, the link's MTU.
+    fn services(&self) -> Result<crate::router::ServicesConfig, String> {
+        let mut config = crate::router::ServicesConfig::default();
+        let domain = self.dns.as_ref().and_then(|d| d.domain.clone());
+        for (iname, d) in &self.dhcp {
+            let at = format!("interfaces.{iname}.dhcp");
+            let Some(iface) = self.interfaces.iter().find(|i| &i.name == iname) else {
+                return Err(format!("{at}: no interface {iname:?}"));
+            };
+            let Some(net) = iface.addresses.first() else {
+                return Err(format!("{at}: the interface needs an address to serve DHCP"));
+            };
+            let mut ranges = Vec::new();
+            for r in &d.ranges {
+                ranges.push(parse_address_range(r).map_err(|e| format!("{at}.ranges: {e}"))?);
+            }
+            let mut reservations = Vec::new();
+            for h in &d.hosts {
+                let mac: MacAddr = h
+                    .mac
+                    .parse()
+                    .map_err(|e| format!("{at}.hosts: {:?}: {e}", h.mac))?;
+                if h.name.is_none() && h.ip.is_none() {
+                    return Err(format!("{at}.hosts: {mac}: give a name, an ip or both"));
+                }
+                reservations.push(crate::dhcp::Reservation {
+                    mac,
+                    name: h.name.clone(),
+                    ip: h.ip,
+                });
+            }
+            let dns_servers = if !d.dns_servers.is_empty() {
+                d.dns_servers.clone()
+            } else if self.dns.is_some() {
+                vec![net.addr()]
+            } else {
+                Vec::new()
+            };
+            config.dhcp.push((
+                iname.clone(),
+                crate::dhcp::DhcpConfig {
+                    server: net.addr(),
+                    subnet: net.trunc(),
+                    ranges,
+                    lease_time: Duration::from_secs(d.lease_secs.unwrap_or(3600)),
+                    max_leases: d.max_leases,
+                    reservations,
+                    router: d.gateway.unwrap_or(true).then_some(net.addr()),
+                    dns_servers,
+                    domain: d.domain.clone().or_else(|| domain.clone()),
+                    mtu: d.mtu.or((iface.mtu != 1500).then_some(iface.mtu)),
+                },
+            ));
+        }
+        if let Some(dns) = &self.dns {
+            let upstreams = if dns.upstream.is_empty() {
+                crate::dns::system_upstreams()
+            } else {
+                dns.upstream
+                    .iter()
+                    .map(|u| parse_upstream(u))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("dns.upstream: {e}"))?
+            };
+            let mut hosts = Vec::new();
+            for (_, d) in &self.dhcp {
+                for h in &d.hosts {
+                    if let (Some(name), Some(ip)) = (&h.name, h.ip) {
+                        hosts.push((name.clone(), ip));
+                    }
+                }
+            }
+            hosts.extend(dns.hosts.iter().map(|h| (h.name.clone(), h.ip)));
+            config.dns = Some(crate::dns::DnsConfig {
+                domain: dns.domain.clone(),
+                upstreams,
+                hosts,
+                local_only: dns.local_only,
+                cache_size: dns.cache_size.unwrap_or(1024),
+                local_subnets: self
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.iter().map(|a| a.trunc()))
+                    .collect(),
+                seed: random_seed(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Reads `"FIRST-LAST"` as an inclusive address range.
+fn parse_address_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let bad = || format!("{s:?} is not a range like \"10.0.3.100-10.0.3.200\"");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+    let b: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+    if u32::from(a) > u32::from(b) {
+        return Err(format!("{s:?}: the first address is above the last"));
+    }
+    Ok((a, b))
+}
+
+/// Reads an upstream resolver: `ADDR` (port 53) or `ADDR:PORT`
+/// (`[V6]:PORT` for IPv6).
+pub fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, 53));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address or ADDRESS:PORT"))
+}
+
+/// An unpredictable number for the DNS forwarder's query ids, from the
+/// standard library's per-process random hashing keys (no extra crate).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 #[cfg(test)]

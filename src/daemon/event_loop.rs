@@ -307,6 +307,7 @@ impl Daemon {
             Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
             Endpoint::MgmtListener(l) => registry.register(l, token, interest),
             Endpoint::MgmtConn(c) => registry.register(c, token, interest),
+            Endpoint::DnsUpstream(_) => Ok(()),
             Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
         };
         r.map_err(DaemonError::Io)?;
@@ -327,6 +328,7 @@ impl Daemon {
             Endpoint::Handshake { pending, .. } => registry.deregister(pending),
             Endpoint::MgmtListener(l) => registry.deregister(l),
             Endpoint::MgmtConn(c) => registry.deregister(c),
+            Endpoint::DnsUpstream(_) => Ok(()),
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
         Some(ep)
@@ -529,6 +531,7 @@ impl Daemon {
             }
             routers_timeout(self);
             drain_routers(self);
+            super::router_services::flush_services(self);
             if now >= next_housekeeping {
                 expire_handshakes(self);
                 self.remove_dead_ports();
@@ -582,6 +585,10 @@ impl Daemon {
             Endpoint::Handshake { .. } => advance_handshake(self, token),
             Endpoint::MgmtListener(_) => super::mgmt::accept_mgmt(self, token),
             Endpoint::MgmtConn(_) => super::mgmt::serve_mgmt(self, token),
+            Endpoint::DnsUpstream(host) => {
+                let host = host.clone();
+                super::router_services::serve_dns_upstream(self, &host);
+            }
         }
     }
 
@@ -727,6 +734,13 @@ impl Daemon {
                 let mut rows = Vec::new();
                 for h in self.routers_named(router.as_deref())? {
                     router_views::conntrack(&h.borrow().router, now, &mut rows);
+                }
+                serde_json::to_value(rows)
+            }
+            Request::Leases { router } => {
+                let mut rows = Vec::new();
+                for h in self.routers_named(router.as_deref())? {
+                    router_views::leases(&h.borrow().router, now, &mut rows);
                 }
                 serde_json::to_value(rows)
             }

@@ -32,6 +32,8 @@ mod event_loop;
 mod forward;
 mod mgmt;
 mod router_port;
+mod router_services;
+pub mod dns_upstream;
 mod soft_offload;
 mod tunnels;
 mod vde;
