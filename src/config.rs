@@ -710,124 +710,7 @@ impl ConfigFile {
                 "the configuration defines no segments: add a [segments.NAME] table".into(),
             ));
         }
-        let mut segments = Vec::new();
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut taps: Vec<String> = Vec::new();
-        let mut sockets: Vec<PathBuf> = Vec::new();
-        let mut vxlan_locals: Vec<std::net::SocketAddrV4> = Vec::new();
-        let mut udp_locals: Vec<std::net::SocketAddr> = Vec::new();
-        for (name, s) in self.segments {
-            let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
-            let mut config = SegmentConfig::new(name.clone());
-            config.hub = s.hub;
-            if let Some(v) = s.mtu {
-                config.mtu = v;
-            }
-            if let Some(v) = s.max_ports {
-                config.max_ports = v;
-            }
-            if let Some(v) = s.mac_table_size {
-                config.mac_table_size = v;
-            }
-            if let Some(v) = s.mac_aging_secs {
-                config.mac_aging = Duration::from_secs(v);
-            }
-            config.mesh = s.mesh;
-            if let Some(v) = s.storm_limit_pps {
-                config.storm_limit_pps = v;
-            }
-            if let Some(v) = s.storm_block_secs {
-                config.storm_block = Duration::from_secs(v);
-            }
-            config
-                .validate()
-                .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
-            let perms = Permissions {
-                mode: s.mode.as_deref().map(parse_mode).transpose().map_err(ctx)?,
-                dirmode: s
-                    .dirmode
-                    .as_deref()
-                    .map(parse_mode)
-                    .transpose()
-                    .map_err(ctx)?,
-                group: s
-                    .group
-                    .as_deref()
-                    .map(resolve_group)
-                    .transpose()
-                    .map_err(ctx)?,
-            };
-            let vde = match s.vde {
-                Some(dir) => {
-                    if dirs.contains(&dir) {
-                        return Err(ConfigError(format!(
-                            "segments.{name}.vde: directory {} is used by another segment",
-                            dir.display()
-                        )));
-                    }
-                    dirs.push(dir.clone());
-                    Some(VdePlan { dir, perms })
-                }
-                None if perms != Permissions::default() => {
-                    return Err(ConfigError(format!(
-                        "segments.{name}: mode, dirmode and group apply to a vde directory, but none is given"
-                    )));
-                }
-                None => None,
-            };
-            let vlans = vlan_list(&name, &s.vlans)?;
-            let mut tap_vlans = Vec::new();
-            for entry in &s.taps {
-                if let TapEntry::Table(t) = entry
-                    && let Some(v) = tap_vlan_plan(&name, t, &vlans)?
-                {
-                    tap_vlans.push(v);
-                }
-            }
-            let tap_names: Vec<String> = s.taps.iter().map(|t| t.name().to_string()).collect();
-            for t in &tap_names {
-                if t.is_empty() || t.len() > 15 {
-                    return Err(ConfigError(format!(
-                        "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
-                    )));
-                }
-                if taps.contains(t) {
-                    return Err(ConfigError(format!(
-                        "segments.{name}.taps: tap {t:?} appears twice"
-                    )));
-                }
-                taps.push(t.clone());
-            }
-            for (key, path) in [("stream", &s.stream), ("dgram", &s.dgram)] {
-                let Some(path) = path else { continue };
-                if sockets.contains(path) {
-                    return Err(ConfigError(format!(
-                        "segments.{name}.{key}: socket {} is used twice",
-                        path.display()
-                    )));
-                }
-                sockets.push(path.clone());
-            }
-            let vxlan = vxlan_plans(&name, &s.vxlan, &vlans, &mut vxlan_locals)?;
-            let udp = udp_plans(&name, &s.udp, &vlans, &mut udp_locals)?;
-            segments.push(SegmentPlan {
-                config,
-                vde,
-                taps: tap_names,
-                vlans,
-                tap_vlans,
-                tap_offload: s.tap_offload.unwrap_or(true),
-                stream: s.stream,
-                stream_tcp: s.stream_tcp,
-                dgram: s.dgram,
-                vxlan,
-                udp,
-            });
-        }
-        let mut routers = Vec::new();
-        for (name, r) in self.routers {
-            routers.push(router_plan(&name, r, &segments)?);
-        }
+        let (segments, routers) = plan_parts(self.segments, self.routers, &[])?;
         let mgmt = MgmtPlan::from_options(
             self.mgmt.as_deref(),
             self.mgmt_mode.as_deref(),
@@ -840,6 +723,149 @@ impl ConfigFile {
             mgmt,
         })
     }
+}
+
+/// Checks segment and router tables and turns them into plans. `existing`
+/// are segments already planned (and running, for a network started at
+/// runtime): new segments must not reuse their names, directories, taps or
+/// sockets, and new routers may have interfaces on them.
+pub fn plan_parts(
+    segment_sections: BTreeMap<String, SegmentSection>,
+    router_sections: BTreeMap<String, RouterSection>,
+    existing: &[SegmentPlan],
+) -> Result<(Vec<SegmentPlan>, Vec<RouterPlan>), ConfigError> {
+    let mut segments = Vec::new();
+    let mut dirs: Vec<PathBuf> = existing
+        .iter()
+        .filter_map(|s| s.vde.as_ref().map(|v| v.dir.clone()))
+        .collect();
+    let mut taps: Vec<String> = existing.iter().flat_map(|s| s.taps.clone()).collect();
+    let mut sockets: Vec<PathBuf> = existing
+        .iter()
+        .flat_map(|s| s.stream.iter().chain(s.dgram.iter()).cloned())
+        .collect();
+    let mut vxlan_locals: Vec<std::net::SocketAddrV4> = Vec::new();
+    let mut udp_locals: Vec<std::net::SocketAddr> = Vec::new();
+    for (name, s) in segment_sections {
+        if existing.iter().any(|e| e.config.name == name) {
+            return Err(ConfigError(format!(
+                "segments.{name}: a segment of that name already exists"
+            )));
+        }
+        let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
+        let mut config = SegmentConfig::new(name.clone());
+        config.hub = s.hub;
+        if let Some(v) = s.mtu {
+            config.mtu = v;
+        }
+        if let Some(v) = s.max_ports {
+            config.max_ports = v;
+        }
+        if let Some(v) = s.mac_table_size {
+            config.mac_table_size = v;
+        }
+        if let Some(v) = s.mac_aging_secs {
+            config.mac_aging = Duration::from_secs(v);
+        }
+        config.mesh = s.mesh;
+        if let Some(v) = s.storm_limit_pps {
+            config.storm_limit_pps = v;
+        }
+        if let Some(v) = s.storm_block_secs {
+            config.storm_block = Duration::from_secs(v);
+        }
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
+        let perms = Permissions {
+            mode: s.mode.as_deref().map(parse_mode).transpose().map_err(ctx)?,
+            dirmode: s
+                .dirmode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()
+                .map_err(ctx)?,
+            group: s
+                .group
+                .as_deref()
+                .map(resolve_group)
+                .transpose()
+                .map_err(ctx)?,
+        };
+        let vde = match s.vde {
+            Some(dir) => {
+                if dirs.contains(&dir) {
+                    return Err(ConfigError(format!(
+                        "segments.{name}.vde: directory {} is used by another segment",
+                        dir.display()
+                    )));
+                }
+                dirs.push(dir.clone());
+                Some(VdePlan { dir, perms })
+            }
+            None if perms != Permissions::default() => {
+                return Err(ConfigError(format!(
+                    "segments.{name}: mode, dirmode and group apply to a vde directory, but none is given"
+                )));
+            }
+            None => None,
+        };
+        let vlans = vlan_list(&name, &s.vlans)?;
+        let mut tap_vlans = Vec::new();
+        for entry in &s.taps {
+            if let TapEntry::Table(t) = entry
+                && let Some(v) = tap_vlan_plan(&name, t, &vlans)?
+            {
+                tap_vlans.push(v);
+            }
+        }
+        let tap_names: Vec<String> = s.taps.iter().map(|t| t.name().to_string()).collect();
+        for t in &tap_names {
+            if t.is_empty() || t.len() > 15 {
+                return Err(ConfigError(format!(
+                    "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
+                )));
+            }
+            if taps.contains(t) {
+                return Err(ConfigError(format!(
+                    "segments.{name}.taps: tap {t:?} appears twice"
+                )));
+            }
+            taps.push(t.clone());
+        }
+        for (key, path) in [("stream", &s.stream), ("dgram", &s.dgram)] {
+            let Some(path) = path else { continue };
+            if sockets.contains(path) {
+                return Err(ConfigError(format!(
+                    "segments.{name}.{key}: socket {} is used twice",
+                    path.display()
+                )));
+            }
+            sockets.push(path.clone());
+        }
+        let vxlan = vxlan_plans(&name, &s.vxlan, &vlans, &mut vxlan_locals)?;
+        let udp = udp_plans(&name, &s.udp, &vlans, &mut udp_locals)?;
+        segments.push(SegmentPlan {
+            config,
+            vde,
+            taps: tap_names,
+            vlans,
+            tap_vlans,
+            tap_offload: s.tap_offload.unwrap_or(true),
+            stream: s.stream,
+            stream_tcp: s.stream_tcp,
+            dgram: s.dgram,
+            vxlan,
+            udp,
+        });
+    }
+    let mut all: Vec<SegmentPlan> = existing.to_vec();
+    all.extend(segments.iter().cloned());
+    let mut routers = Vec::new();
+    for (name, r) in router_sections {
+        routers.push(router_plan(&name, r, &all)?);
+    }
+    Ok((segments, routers))
 }
 
 /// Checks a segment's `vlans` list: ids in 1..=4094, none twice. The
@@ -1366,7 +1392,9 @@ impl RouterPlan {
                 return Err(format!("{at}: no interface {iname:?}"));
             };
             let Some(net) = iface.addresses.first() else {
-                return Err(format!("{at}: the interface needs an address to serve DHCP"));
+                return Err(format!(
+                    "{at}: the interface needs an address to serve DHCP"
+                ));
             };
             let mut ranges = Vec::new();
             for r in &d.ranges {

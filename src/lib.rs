@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dhcp;
+pub mod dns;
 pub mod mac;
 pub mod plug;
 pub mod router;

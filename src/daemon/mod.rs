@@ -27,13 +27,13 @@
 //! the `dgram_hub` module.
 
 mod dgram_hub;
+pub mod dns_upstream;
 mod endpoint;
 mod event_loop;
 mod forward;
 mod mgmt;
 mod router_port;
 mod router_services;
-pub mod dns_upstream;
 mod soft_offload;
 mod tunnels;
 mod vde;

@@ -93,9 +93,8 @@ pub(super) fn open_services(
     if wants_dns {
         let udp = d.insert(Endpoint::DnsUpstream(host.clone()), mio::Interest::READABLE)?;
         let waker = d.insert(Endpoint::DnsUpstream(host.clone()), mio::Interest::READABLE)?;
-        let io = DnsUpstreamIo::new(d.poll.registry(), udp, waker).map_err(|e| {
-            DaemonError::Setup(format!("router {name}: DNS upstream socket: {e}"))
-        })?;
+        let io = DnsUpstreamIo::new(d.poll.registry(), udp, waker)
+            .map_err(|e| DaemonError::Setup(format!("router {name}: DNS upstream socket: {e}")))?;
         let mut h = host.borrow_mut();
         h.services.dns = Some(io);
         h.services.dns_tokens = Some((udp, waker));

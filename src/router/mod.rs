@@ -21,18 +21,18 @@ pub mod interface;
 pub mod nat;
 pub mod rate_limit;
 pub mod route_table;
-pub mod services;
 #[allow(clippy::module_inception)]
 mod router;
+pub mod services;
 
 pub use arp_cache::{ArpCache, ArpConfig};
 pub use counters::RouterCounters;
 pub use interface::{InterfaceConfig, stable_mac};
 pub use route_table::{Route, RouteError, RouteKind, RouteTable};
-pub use services::{Services, ServicesConfig, UpstreamQuery};
 pub use router::{
     ETHERNET_HEADER_LEN, NatConfig, Router, RouterConfig, RouterError, StaticRoute, Transmit,
 };
+pub use services::{Services, ServicesConfig, UpstreamQuery};
 
 #[cfg(test)]
 mod services_tests;

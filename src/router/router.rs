@@ -27,20 +27,19 @@ use super::nat::translator::{Egress, Ingress, Nat, Translation};
 use super::rate_limit::RateLimiter;
 use super::route_table::{Route, RouteError, RouteKind, RouteTable};
 use super::services::{
-    DHCP_SERVER_PORT, DNS_PORT, ServiceSend, Services, ServicesConfig,
-    UpstreamQuery,
+    DHCP_SERVER_PORT, DNS_PORT, ServiceSend, Services, ServicesConfig, UpstreamQuery,
 };
 use crate::mac::MacAddr;
 use crate::time::Instant;
 use ipnet::Ipv4Net;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv4Repr, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    UdpPacket, UdpRepr,
 };
-use std::net::{SocketAddr, SocketAddrV4};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// Length of the Ethernet header the router writes (it never tags).
 pub const ETHERNET_HEADER_LEN: usize = 14;
@@ -861,7 +860,13 @@ impl Router {
 
     /// Packets addressed to the router: echo requests are answered, the
     /// rest refused with the ICMP error a host would send.
-    fn deliver_local(&mut self, now: Instant, iface: IfaceId, packet: &[u8], tx: &mut impl Transmit) {
+    fn deliver_local(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        packet: &[u8],
+        tx: &mut impl Transmit,
+    ) {
         let header = Ipv4Packet::new_unchecked(packet);
         if header.more_frags() || header.frag_offset() != 0 {
             // No reassembly: a router answers pings, not large datagrams.
@@ -1134,8 +1139,7 @@ impl Router {
             return false;
         }
         // A zero checksum means "not computed" (RFC 768).
-        if udp.checksum() != 0
-            && !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
+        if udp.checksum() != 0 && !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
         {
             self.counters.dropped_malformed += 1;
             return true;
