@@ -339,6 +339,7 @@ impl SwitchArgs {
                 self.mgmtmode.as_deref(),
                 self.mgmtgroup.as_deref(),
             )?,
+            networks: Vec::new(),
         })
     }
 }

@@ -111,7 +111,7 @@ pub struct ConfigFile {
     /// Networks by name: libvirt-style blocks that expand into segments
     /// and routers (see `crate::network`).
     #[serde(default)]
-    pub networks: BTreeMap<String, toml::Value>,
+    pub networks: BTreeMap<String, crate::network::NetworkSection>,
 }
 
 /// One `[routers.NAME]` table.
@@ -571,6 +571,8 @@ pub struct Plan {
     pub routers: Vec<RouterPlan>,
     /// The `vde_switch` management console, if one is served.
     pub mgmt: Option<MgmtPlan>,
+    /// The network blocks, already expanded into `segments` and `routers`.
+    pub networks: Vec<NetworkPlan>,
 }
 
 /// `vde_switch`'s management console socket (`-M`, `--mgmtmode`,
@@ -642,27 +644,46 @@ pub fn default_control_path() -> PathBuf {
 /// the runtime directory as a VDE2 switch directory and as QEMU stream and
 /// datagram sockets, so every QEMU attach mode works out of the box.
 pub fn default_plan() -> Plan {
-    let dir = runtime_dir();
-    Plan {
-        control: dir.join("control"),
-        segments: vec![SegmentPlan {
-            config: SegmentConfig::new("default"),
-            vde: Some(VdePlan {
-                dir: dir.join("default"),
-                perms: Permissions::default(),
-            }),
-            taps: Vec::new(),
-            vlans: Vec::new(),
-            tap_vlans: Vec::new(),
-            tap_offload: true,
-            stream: Some(dir.join("default.stream")),
-            stream_tcp: None,
-            dgram: Some(dir.join("default.dgram")),
-            vxlan: Vec::new(),
-            udp: Vec::new(),
-        }],
-        routers: Vec::new(),
-        mgmt: None,
+    let net = default_network();
+    let file = ConfigFile {
+        networks: BTreeMap::from([("default".to_string(), net)]),
+        ..ConfigFile::default()
+    };
+    match file.into_plan() {
+        Ok(plan) => plan,
+        // A unit test expands this very network, so this cannot happen in a
+        // release; say what broke rather than panic.
+        Err(e) => {
+            tracing::error!(error = %e, "the embedded default network is invalid");
+            Plan {
+                control: default_control_path(),
+                segments: Vec::new(),
+                routers: Vec::new(),
+                mgmt: None,
+                networks: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The embedded default network, like libvirt's `default`: a segment
+/// served as a VDE directory and QEMU stream and datagram sockets under the
+/// runtime directory, with a gateway at 10.0.2.2 (QEMU user networking's
+/// numbers, so guests configured for slirp feel at home) handing out
+/// 10.0.2.15 onwards by DHCP and answering DNS for the guests' names in
+/// `default.internal`. It has no way out yet: isolated, so guests get no
+/// default route and DNS answers only local names.
+pub fn default_network() -> crate::network::NetworkSection {
+    crate::network::NetworkSection {
+        mode: crate::network::NetworkMode::Isolated,
+        address: Some(ipnet::Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 2), 24).unwrap_or_default()),
+        domain: Some("default.internal".into()),
+        dhcp: Some(crate::network::NetworkDhcp {
+            range: Some("10.0.2.15-10.0.2.254".into()),
+            ..Default::default()
+        }),
+        dns: Some(true),
+        ..Default::default()
     }
 }
 
@@ -705,12 +726,33 @@ impl ConfigFile {
     /// Checks everything the parser cannot (values, references, duplicates)
     /// and produces the plan.
     pub fn into_plan(self) -> Result<Plan, ConfigError> {
-        if self.segments.is_empty() {
+        if self.segments.is_empty() && self.networks.is_empty() {
             return Err(ConfigError(
-                "the configuration defines no segments: add a [segments.NAME] table".into(),
+                "the configuration defines no segments: add a [segments.NAME] or a [networks.NAME] table"
+                    .into(),
             ));
         }
-        let (segments, routers) = plan_parts(self.segments, self.routers, &[])?;
+        let (mut segment_sections, mut router_sections) = (self.segments, self.routers);
+        let mut networks = Vec::new();
+        for (name, net) in self.networks {
+            let (plan, expansion) = NetworkPlan::expand(&name, &net)?;
+            for (s, section) in expansion.segments {
+                if segment_sections.insert(s.clone(), section).is_some() {
+                    return Err(ConfigError(format!(
+                        "networks.{name}: it creates segment {s:?}, which is defined elsewhere too"
+                    )));
+                }
+            }
+            for (r, section) in expansion.routers {
+                if router_sections.insert(r.clone(), section).is_some() {
+                    return Err(ConfigError(format!(
+                        "networks.{name}: it creates router {r:?}, which is defined elsewhere too"
+                    )));
+                }
+            }
+            networks.push(plan);
+        }
+        let (segments, routers) = plan_parts(segment_sections, router_sections, &[])?;
         let mgmt = MgmtPlan::from_options(
             self.mgmt.as_deref(),
             self.mgmt_mode.as_deref(),
@@ -721,7 +763,63 @@ impl ConfigFile {
             segments,
             routers,
             mgmt,
+            networks,
         })
+    }
+}
+
+/// A network block as the daemon keeps it: its definition (so `ctl net
+/// info` can show it and `ctl net start` can expand it again) and the
+/// segments and routers it expanded into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPlan {
+    /// Its name.
+    pub name: String,
+    /// `isolated`, `routed`, `nat` or `bridge`.
+    pub mode: String,
+    /// The `[networks.NAME]` block, as TOML.
+    pub definition: String,
+    /// The segments it created (not one it joined).
+    pub segments: Vec<String>,
+    /// The routers it created.
+    pub routers: Vec<String>,
+}
+
+impl NetworkPlan {
+    /// Expands a network block into the sections it stands for.
+    pub fn expand(
+        name: &str,
+        net: &crate::network::NetworkSection,
+    ) -> Result<(NetworkPlan, crate::network::Expansion), ConfigError> {
+        let expansion = crate::network::expand(name, net, &runtime_dir()).map_err(ConfigError)?;
+        let plan = NetworkPlan {
+            name: name.to_string(),
+            mode: net.mode.as_str().to_string(),
+            definition: crate::network::to_toml(name, net),
+            segments: expansion.segments.iter().map(|(s, _)| s.clone()).collect(),
+            routers: expansion.routers.iter().map(|(r, _)| r.clone()).collect(),
+        };
+        Ok((plan, expansion))
+    }
+
+    /// The sections it expands into, as TOML: what `ctl net info` shows.
+    pub fn expansion_toml(&self) -> Result<String, ConfigError> {
+        let nets = crate::network::from_toml(&self.definition).map_err(ConfigError)?;
+        let net = nets.get(&self.name).ok_or_else(|| {
+            ConfigError(format!("network {:?}: its definition is missing", self.name))
+        })?;
+        let expansion =
+            crate::network::expand(&self.name, net, &runtime_dir()).map_err(ConfigError)?;
+        #[derive(Serialize)]
+        struct Sections {
+            segments: BTreeMap<String, SegmentSection>,
+            routers: BTreeMap<String, RouterSection>,
+        }
+        let sections = Sections {
+            segments: expansion.segments.into_iter().collect(),
+            routers: expansion.routers.into_iter().collect(),
+        };
+        toml::to_string(&sections).map_err(|e| ConfigError(format!("network {:?}: {e}", self.name)))
     }
 }
 

@@ -253,8 +253,38 @@ impl Daemon {
                 );
             }
         }
+        for r in &plan.routers {
+            for (iface, seg) in r.interfaces.iter().zip(&r.segments) {
+                let addrs: Vec<String> = iface.addresses.iter().map(|a| a.to_string()).collect();
+                println!(
+                    "router {:?} on segment {seg:?}: {}",
+                    r.name,
+                    if addrs.is_empty() { "-".into() } else { addrs.join(", ") }
+                );
+                if let Some((_, d)) = r.dhcp.iter().find(|(i, _)| *i == iface.name) {
+                    println!("  DHCP:          {}", d.ranges.join(", "));
+                }
+            }
+            if let Some(dns) = &r.dns {
+                println!(
+                    "  DNS:           on the router's addresses{}",
+                    dns.domain
+                        .as_deref()
+                        .map(|d| format!(", names in {d}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        for n in &plan.networks {
+            if n.mode == "isolated" {
+                println!(
+                    "network {:?} is isolated: guests reach each other and the gateway, nothing beyond",
+                    n.name
+                );
+            }
+        }
         println!(
-            "inspect:         switchboard ctl -c {} ports",
+            "inspect:         switchboard ctl -c {} ports | leases | routers",
             plan.control.display()
         );
     }

@@ -69,13 +69,17 @@ pub(super) fn open_services(
                 )));
             }
         };
-        let leases = match parse_leases(&text) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(router = %name, file = %path.display(), error = %e, "lease file unreadable; starting with no leases");
-                continue;
-            }
-        };
+        let parsed = parse_leases(&text);
+        if parsed.bad_lines > 0 {
+            tracing::warn!(
+                router = %name,
+                file = %path.display(),
+                bad_lines = parsed.bad_lines,
+                first_error = parsed.first_error.as_deref().unwrap_or(""),
+                "lease file has lines that are not leases; they are skipped"
+            );
+        }
+        let leases = parsed.leases;
         if let Some(services) = h.router.services_mut()
             && let Some((_, server)) = services.dhcp_servers_mut().find(|(i, _)| *i == id)
         {
