@@ -5,7 +5,9 @@ use crate::config::{
     self, ConfigError, ConfigFile, MgmtPlan, Permissions, Plan, SegmentPlan, VdePlan, parse_mode,
     resolve_group,
 };
-use crate::control::router_views::{ArpView, ConntrackView, NatView, RouteView, RouterView};
+use crate::control::router_views::{
+    ArpView, ConntrackView, LeaseView, NatView, RouteView, RouterView,
+};
 use crate::control::views::{MacView, PortView, StatsView, VlanView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
@@ -257,6 +259,12 @@ pub enum CtlCommand {
         /// `flush`, or the router.
         words: Vec<String>,
     },
+    /// DHCP leases of one router (a network's router is named like the
+    /// network), or of all.
+    Leases {
+        /// The router or network.
+        router: Option<String>,
+    },
     /// Change a routing table: `route add|del ROUTER DEST [via GATEWAY]
     /// [dev INTERFACE] [metric N]`; DEST is a network, an address or
     /// `default`.
@@ -331,6 +339,7 @@ impl SwitchArgs {
                 self.mgmtmode.as_deref(),
                 self.mgmtgroup.as_deref(),
             )?,
+            networks: Vec::new(),
         })
     }
 }
@@ -428,6 +437,9 @@ fn ctl(args: CtlArgs) -> i32 {
         CtlCommand::Nat { router } => Request::Nat {
             router: router.clone(),
         },
+        CtlCommand::Leases { router } => Request::Leases {
+            router: router.clone(),
+        },
         CtlCommand::Conntrack { words } => {
             match Request::parse(&format!("conntrack {}", words.join(" "))) {
                 Ok(r) => r,
@@ -478,6 +490,9 @@ fn ctl(args: CtlArgs) -> i32 {
         }
         Request::Conntrack { .. } => {
             serde_json::from_value::<Vec<ConntrackView>>(result).map(|r| render_conntrack(&r))
+        }
+        Request::Leases { .. } => {
+            serde_json::from_value::<Vec<LeaseView>>(result).map(|r| render_leases(&r))
         }
         Request::ConntrackFlush { .. } => Ok(format!(
             "{} flows forgotten\n",
@@ -646,6 +661,34 @@ fn render_nat(rows: &[NatView]) -> String {
         }
     }
     out
+}
+
+fn render_leases(rows: &[LeaseView]) -> String {
+    if rows.is_empty() {
+        return "no leases\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|l| {
+            vec![
+                l.router.clone(),
+                l.iface.clone(),
+                l.ip.clone(),
+                l.mac.clone(),
+                l.hostname.clone().unwrap_or_else(|| "-".into()),
+                l.state.clone(),
+                l.expires_in_secs
+                    .map_or_else(|| "never".into(), |s| format!("{s}s")),
+                if l.reserved { "yes" } else { "-" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ROUTER", "IFACE", "IP", "MAC", "HOSTNAME", "STATE", "EXPIRES", "RESERVED",
+        ],
+        &rows,
+    )
 }
 
 fn render_conntrack(rows: &[ConntrackView]) -> String {

@@ -111,7 +111,7 @@ pub struct ConfigFile {
     /// Networks by name: libvirt-style blocks that expand into segments
     /// and routers (see `crate::network`).
     #[serde(default)]
-    pub networks: BTreeMap<String, toml::Value>,
+    pub networks: BTreeMap<String, crate::network::NetworkSection>,
 }
 
 /// One `[routers.NAME]` table.
@@ -528,6 +528,12 @@ pub struct RouterPlan {
     pub conntrack_max: Option<usize>,
     /// Masquerade port range, if not the default.
     pub port_range: Option<(u16, u16)>,
+    /// DHCP servers: the interface each serves and its table as written.
+    pub dhcp: Vec<(String, DhcpSection)>,
+    /// Where each DHCP server keeps its leases, by interface name.
+    pub lease_files: Vec<(String, PathBuf)>,
+    /// The DNS forwarder, as written.
+    pub dns: Option<DnsSection>,
 }
 
 /// Reads `1234` or `"1000-2000"` as a port range.
@@ -565,6 +571,8 @@ pub struct Plan {
     pub routers: Vec<RouterPlan>,
     /// The `vde_switch` management console, if one is served.
     pub mgmt: Option<MgmtPlan>,
+    /// The network blocks, already expanded into `segments` and `routers`.
+    pub networks: Vec<NetworkPlan>,
 }
 
 /// `vde_switch`'s management console socket (`-M`, `--mgmtmode`,
@@ -636,27 +644,46 @@ pub fn default_control_path() -> PathBuf {
 /// the runtime directory as a VDE2 switch directory and as QEMU stream and
 /// datagram sockets, so every QEMU attach mode works out of the box.
 pub fn default_plan() -> Plan {
-    let dir = runtime_dir();
-    Plan {
-        control: dir.join("control"),
-        segments: vec![SegmentPlan {
-            config: SegmentConfig::new("default"),
-            vde: Some(VdePlan {
-                dir: dir.join("default"),
-                perms: Permissions::default(),
-            }),
-            taps: Vec::new(),
-            vlans: Vec::new(),
-            tap_vlans: Vec::new(),
-            tap_offload: true,
-            stream: Some(dir.join("default.stream")),
-            stream_tcp: None,
-            dgram: Some(dir.join("default.dgram")),
-            vxlan: Vec::new(),
-            udp: Vec::new(),
-        }],
-        routers: Vec::new(),
-        mgmt: None,
+    let net = default_network();
+    let file = ConfigFile {
+        networks: BTreeMap::from([("default".to_string(), net)]),
+        ..ConfigFile::default()
+    };
+    match file.into_plan() {
+        Ok(plan) => plan,
+        // A unit test expands this very network, so this cannot happen in a
+        // release; say what broke rather than panic.
+        Err(e) => {
+            tracing::error!(error = %e, "the embedded default network is invalid");
+            Plan {
+                control: default_control_path(),
+                segments: Vec::new(),
+                routers: Vec::new(),
+                mgmt: None,
+                networks: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The embedded default network, like libvirt's `default`: a segment
+/// served as a VDE directory and QEMU stream and datagram sockets under the
+/// runtime directory, with a gateway at 10.0.2.2 (QEMU user networking's
+/// numbers, so guests configured for slirp feel at home) handing out
+/// 10.0.2.15 onwards by DHCP and answering DNS for the guests' names in
+/// `default.internal`. It has no way out yet: isolated, so guests get no
+/// default route and DNS answers only local names.
+pub fn default_network() -> crate::network::NetworkSection {
+    crate::network::NetworkSection {
+        mode: crate::network::NetworkMode::Isolated,
+        address: Some(ipnet::Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 2), 24).unwrap_or_default()),
+        domain: Some("default.internal".into()),
+        dhcp: Some(crate::network::NetworkDhcp {
+            range: Some("10.0.2.15-10.0.2.254".into()),
+            ..Default::default()
+        }),
+        dns: Some(true),
+        ..Default::default()
     }
 }
 
@@ -699,129 +726,33 @@ impl ConfigFile {
     /// Checks everything the parser cannot (values, references, duplicates)
     /// and produces the plan.
     pub fn into_plan(self) -> Result<Plan, ConfigError> {
-        if self.segments.is_empty() {
+        if self.segments.is_empty() && self.networks.is_empty() {
             return Err(ConfigError(
-                "the configuration defines no segments: add a [segments.NAME] table".into(),
+                "the configuration defines no segments: add a [segments.NAME] or a [networks.NAME] table"
+                    .into(),
             ));
         }
-        let mut segments = Vec::new();
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut taps: Vec<String> = Vec::new();
-        let mut sockets: Vec<PathBuf> = Vec::new();
-        let mut vxlan_locals: Vec<std::net::SocketAddrV4> = Vec::new();
-        let mut udp_locals: Vec<std::net::SocketAddr> = Vec::new();
-        for (name, s) in self.segments {
-            let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
-            let mut config = SegmentConfig::new(name.clone());
-            config.hub = s.hub;
-            if let Some(v) = s.mtu {
-                config.mtu = v;
-            }
-            if let Some(v) = s.max_ports {
-                config.max_ports = v;
-            }
-            if let Some(v) = s.mac_table_size {
-                config.mac_table_size = v;
-            }
-            if let Some(v) = s.mac_aging_secs {
-                config.mac_aging = Duration::from_secs(v);
-            }
-            config.mesh = s.mesh;
-            if let Some(v) = s.storm_limit_pps {
-                config.storm_limit_pps = v;
-            }
-            if let Some(v) = s.storm_block_secs {
-                config.storm_block = Duration::from_secs(v);
-            }
-            config
-                .validate()
-                .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
-            let perms = Permissions {
-                mode: s.mode.as_deref().map(parse_mode).transpose().map_err(ctx)?,
-                dirmode: s
-                    .dirmode
-                    .as_deref()
-                    .map(parse_mode)
-                    .transpose()
-                    .map_err(ctx)?,
-                group: s
-                    .group
-                    .as_deref()
-                    .map(resolve_group)
-                    .transpose()
-                    .map_err(ctx)?,
-            };
-            let vde = match s.vde {
-                Some(dir) => {
-                    if dirs.contains(&dir) {
-                        return Err(ConfigError(format!(
-                            "segments.{name}.vde: directory {} is used by another segment",
-                            dir.display()
-                        )));
-                    }
-                    dirs.push(dir.clone());
-                    Some(VdePlan { dir, perms })
-                }
-                None if perms != Permissions::default() => {
+        let (mut segment_sections, mut router_sections) = (self.segments, self.routers);
+        let mut networks = Vec::new();
+        for (name, net) in self.networks {
+            let (plan, expansion) = NetworkPlan::expand(&name, &net)?;
+            for (s, section) in expansion.segments {
+                if segment_sections.insert(s.clone(), section).is_some() {
                     return Err(ConfigError(format!(
-                        "segments.{name}: mode, dirmode and group apply to a vde directory, but none is given"
+                        "networks.{name}: it creates segment {s:?}, which is defined elsewhere too"
                     )));
                 }
-                None => None,
-            };
-            let vlans = vlan_list(&name, &s.vlans)?;
-            let mut tap_vlans = Vec::new();
-            for entry in &s.taps {
-                if let TapEntry::Table(t) = entry
-                    && let Some(v) = tap_vlan_plan(&name, t, &vlans)?
-                {
-                    tap_vlans.push(v);
-                }
             }
-            let tap_names: Vec<String> = s.taps.iter().map(|t| t.name().to_string()).collect();
-            for t in &tap_names {
-                if t.is_empty() || t.len() > 15 {
+            for (r, section) in expansion.routers {
+                if router_sections.insert(r.clone(), section).is_some() {
                     return Err(ConfigError(format!(
-                        "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
+                        "networks.{name}: it creates router {r:?}, which is defined elsewhere too"
                     )));
                 }
-                if taps.contains(t) {
-                    return Err(ConfigError(format!(
-                        "segments.{name}.taps: tap {t:?} appears twice"
-                    )));
-                }
-                taps.push(t.clone());
             }
-            for (key, path) in [("stream", &s.stream), ("dgram", &s.dgram)] {
-                let Some(path) = path else { continue };
-                if sockets.contains(path) {
-                    return Err(ConfigError(format!(
-                        "segments.{name}.{key}: socket {} is used twice",
-                        path.display()
-                    )));
-                }
-                sockets.push(path.clone());
-            }
-            let vxlan = vxlan_plans(&name, &s.vxlan, &vlans, &mut vxlan_locals)?;
-            let udp = udp_plans(&name, &s.udp, &vlans, &mut udp_locals)?;
-            segments.push(SegmentPlan {
-                config,
-                vde,
-                taps: tap_names,
-                vlans,
-                tap_vlans,
-                tap_offload: s.tap_offload.unwrap_or(true),
-                stream: s.stream,
-                stream_tcp: s.stream_tcp,
-                dgram: s.dgram,
-                vxlan,
-                udp,
-            });
+            networks.push(plan);
         }
-        let mut routers = Vec::new();
-        for (name, r) in self.routers {
-            routers.push(router_plan(&name, r, &segments)?);
-        }
+        let (segments, routers) = plan_parts(segment_sections, router_sections, &[])?;
         let mgmt = MgmtPlan::from_options(
             self.mgmt.as_deref(),
             self.mgmt_mode.as_deref(),
@@ -832,8 +763,210 @@ impl ConfigFile {
             segments,
             routers,
             mgmt,
+            networks,
         })
     }
+}
+
+/// A network block as the daemon keeps it: its definition (so `ctl net
+/// info` can show it and `ctl net start` can expand it again) and the
+/// segments and routers it expanded into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPlan {
+    /// Its name.
+    pub name: String,
+    /// `isolated`, `routed`, `nat` or `bridge`.
+    pub mode: String,
+    /// The `[networks.NAME]` block, as TOML.
+    pub definition: String,
+    /// The segments it created (not one it joined).
+    pub segments: Vec<String>,
+    /// The routers it created.
+    pub routers: Vec<String>,
+}
+
+impl NetworkPlan {
+    /// Expands a network block into the sections it stands for.
+    pub fn expand(
+        name: &str,
+        net: &crate::network::NetworkSection,
+    ) -> Result<(NetworkPlan, crate::network::Expansion), ConfigError> {
+        let expansion = crate::network::expand(name, net, &runtime_dir()).map_err(ConfigError)?;
+        let plan = NetworkPlan {
+            name: name.to_string(),
+            mode: net.mode.as_str().to_string(),
+            definition: crate::network::to_toml(name, net),
+            segments: expansion.segments.iter().map(|(s, _)| s.clone()).collect(),
+            routers: expansion.routers.iter().map(|(r, _)| r.clone()).collect(),
+        };
+        Ok((plan, expansion))
+    }
+
+    /// The sections it expands into, as TOML: what `ctl net info` shows.
+    pub fn expansion_toml(&self) -> Result<String, ConfigError> {
+        let nets = crate::network::from_toml(&self.definition).map_err(ConfigError)?;
+        let net = nets.get(&self.name).ok_or_else(|| {
+            ConfigError(format!(
+                "network {:?}: its definition is missing",
+                self.name
+            ))
+        })?;
+        let expansion =
+            crate::network::expand(&self.name, net, &runtime_dir()).map_err(ConfigError)?;
+        #[derive(Serialize)]
+        struct Sections {
+            segments: BTreeMap<String, SegmentSection>,
+            routers: BTreeMap<String, RouterSection>,
+        }
+        let sections = Sections {
+            segments: expansion.segments.into_iter().collect(),
+            routers: expansion.routers.into_iter().collect(),
+        };
+        toml::to_string(&sections).map_err(|e| ConfigError(format!("network {:?}: {e}", self.name)))
+    }
+}
+
+/// Checks segment and router tables and turns them into plans. `existing`
+/// are segments already planned (and running, for a network started at
+/// runtime): new segments must not reuse their names, directories, taps or
+/// sockets, and new routers may have interfaces on them.
+pub fn plan_parts(
+    segment_sections: BTreeMap<String, SegmentSection>,
+    router_sections: BTreeMap<String, RouterSection>,
+    existing: &[SegmentPlan],
+) -> Result<(Vec<SegmentPlan>, Vec<RouterPlan>), ConfigError> {
+    let mut segments = Vec::new();
+    let mut dirs: Vec<PathBuf> = existing
+        .iter()
+        .filter_map(|s| s.vde.as_ref().map(|v| v.dir.clone()))
+        .collect();
+    let mut taps: Vec<String> = existing.iter().flat_map(|s| s.taps.clone()).collect();
+    let mut sockets: Vec<PathBuf> = existing
+        .iter()
+        .flat_map(|s| s.stream.iter().chain(s.dgram.iter()).cloned())
+        .collect();
+    let mut vxlan_locals: Vec<std::net::SocketAddrV4> = Vec::new();
+    let mut udp_locals: Vec<std::net::SocketAddr> = Vec::new();
+    for (name, s) in segment_sections {
+        if existing.iter().any(|e| e.config.name == name) {
+            return Err(ConfigError(format!(
+                "segments.{name}: a segment of that name already exists"
+            )));
+        }
+        let ctx = |e: ConfigError| ConfigError(format!("segments.{name}: {}", e.0));
+        let mut config = SegmentConfig::new(name.clone());
+        config.hub = s.hub;
+        if let Some(v) = s.mtu {
+            config.mtu = v;
+        }
+        if let Some(v) = s.max_ports {
+            config.max_ports = v;
+        }
+        if let Some(v) = s.mac_table_size {
+            config.mac_table_size = v;
+        }
+        if let Some(v) = s.mac_aging_secs {
+            config.mac_aging = Duration::from_secs(v);
+        }
+        config.mesh = s.mesh;
+        if let Some(v) = s.storm_limit_pps {
+            config.storm_limit_pps = v;
+        }
+        if let Some(v) = s.storm_block_secs {
+            config.storm_block = Duration::from_secs(v);
+        }
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("segments.{name}: {e}")))?;
+        let perms = Permissions {
+            mode: s.mode.as_deref().map(parse_mode).transpose().map_err(ctx)?,
+            dirmode: s
+                .dirmode
+                .as_deref()
+                .map(parse_mode)
+                .transpose()
+                .map_err(ctx)?,
+            group: s
+                .group
+                .as_deref()
+                .map(resolve_group)
+                .transpose()
+                .map_err(ctx)?,
+        };
+        let vde = match s.vde {
+            Some(dir) => {
+                if dirs.contains(&dir) {
+                    return Err(ConfigError(format!(
+                        "segments.{name}.vde: directory {} is used by another segment",
+                        dir.display()
+                    )));
+                }
+                dirs.push(dir.clone());
+                Some(VdePlan { dir, perms })
+            }
+            None if perms != Permissions::default() => {
+                return Err(ConfigError(format!(
+                    "segments.{name}: mode, dirmode and group apply to a vde directory, but none is given"
+                )));
+            }
+            None => None,
+        };
+        let vlans = vlan_list(&name, &s.vlans)?;
+        let mut tap_vlans = Vec::new();
+        for entry in &s.taps {
+            if let TapEntry::Table(t) = entry
+                && let Some(v) = tap_vlan_plan(&name, t, &vlans)?
+            {
+                tap_vlans.push(v);
+            }
+        }
+        let tap_names: Vec<String> = s.taps.iter().map(|t| t.name().to_string()).collect();
+        for t in &tap_names {
+            if t.is_empty() || t.len() > 15 {
+                return Err(ConfigError(format!(
+                    "segments.{name}.taps: {t:?} is not a valid interface name (1 to 15 bytes)"
+                )));
+            }
+            if taps.contains(t) {
+                return Err(ConfigError(format!(
+                    "segments.{name}.taps: tap {t:?} appears twice"
+                )));
+            }
+            taps.push(t.clone());
+        }
+        for (key, path) in [("stream", &s.stream), ("dgram", &s.dgram)] {
+            let Some(path) = path else { continue };
+            if sockets.contains(path) {
+                return Err(ConfigError(format!(
+                    "segments.{name}.{key}: socket {} is used twice",
+                    path.display()
+                )));
+            }
+            sockets.push(path.clone());
+        }
+        let vxlan = vxlan_plans(&name, &s.vxlan, &vlans, &mut vxlan_locals)?;
+        let udp = udp_plans(&name, &s.udp, &vlans, &mut udp_locals)?;
+        segments.push(SegmentPlan {
+            config,
+            vde,
+            taps: tap_names,
+            vlans,
+            tap_vlans,
+            tap_offload: s.tap_offload.unwrap_or(true),
+            stream: s.stream,
+            stream_tcp: s.stream_tcp,
+            dgram: s.dgram,
+            vxlan,
+            udp,
+        });
+    }
+    let mut all: Vec<SegmentPlan> = existing.to_vec();
+    all.extend(segments.iter().cloned());
+    let mut routers = Vec::new();
+    for (name, r) in router_sections {
+        routers.push(router_plan(&name, r, &all)?);
+    }
+    Ok((segments, routers))
 }
 
 /// Checks a segment's `vlans` list: ids in 1..=4094, none twice. The
@@ -1149,7 +1282,11 @@ fn router_plan(
     }
     let mut interfaces = Vec::new();
     let mut segment_names = Vec::new();
+    let mut dhcp = Vec::new();
     for (iname, i) in r.interfaces {
+        if let Some(d) = i.dhcp {
+            dhcp.push((iname.clone(), d));
+        }
         let at = format!("routers.{name}.interfaces.{iname}");
         let Some(segment) = segments.iter().find(|s| s.config.name == i.segment) else {
             return Err(ConfigError(format!(
@@ -1282,6 +1419,20 @@ fn router_plan(
             "routers.{name}.arp_cache_size: must be at least 1"
         )));
     }
+    let mut lease_files = Vec::new();
+    for (iname, d) in &dhcp {
+        let path = d
+            .lease_file
+            .clone()
+            .unwrap_or_else(|| runtime_dir().join(format!("{name}-{iname}.leases")));
+        lease_files.push((iname.clone(), path));
+    }
+    if let Some(dns) = &r.dns {
+        for u in &dns.upstream {
+            parse_upstream(u)
+                .map_err(|e| ConfigError(format!("routers.{name}.dns.upstream: {e}")))?;
+        }
+    }
     let plan = RouterPlan {
         name: name.to_string(),
         interfaces,
@@ -1292,6 +1443,9 @@ fn router_plan(
         forwards,
         conntrack_max,
         port_range,
+        dhcp,
+        lease_files,
+        dns: r.dns,
     };
     plan.build()
         .map_err(|e| ConfigError(format!("routers.{name}: {e}")))?;
@@ -1312,6 +1466,7 @@ impl RouterPlan {
         if let Some(r) = self.port_range {
             conntrack.port_range = r;
         }
+        let services = self.services().map_err(crate::router::RouterError)?;
         crate::router::Router::new(crate::router::RouterConfig {
             name: self.name.clone(),
             interfaces: self.interfaces.clone(),
@@ -1322,8 +1477,140 @@ impl RouterPlan {
                 forwards: self.forwards.clone(),
                 conntrack,
             },
+            services,
         })
     }
+
+    /// Turns the DHCP and DNS tables into the services' configurations,
+    /// filling in what a network needs by default: the interface's address
+    /// as gateway and name server, the router's domain, the link's MTU.
+    fn services(&self) -> Result<crate::router::ServicesConfig, String> {
+        let mut config = crate::router::ServicesConfig::default();
+        let domain = self.dns.as_ref().and_then(|d| d.domain.clone());
+        for (iname, d) in &self.dhcp {
+            let at = format!("interfaces.{iname}.dhcp");
+            let Some(iface) = self.interfaces.iter().find(|i| &i.name == iname) else {
+                return Err(format!("{at}: no interface {iname:?}"));
+            };
+            let Some(net) = iface.addresses.first() else {
+                return Err(format!(
+                    "{at}: the interface needs an address to serve DHCP"
+                ));
+            };
+            let mut ranges = Vec::new();
+            for r in &d.ranges {
+                ranges.push(parse_address_range(r).map_err(|e| format!("{at}.ranges: {e}"))?);
+            }
+            let mut reservations = Vec::new();
+            for h in &d.hosts {
+                let mac: MacAddr = h
+                    .mac
+                    .parse()
+                    .map_err(|e| format!("{at}.hosts: {:?}: {e}", h.mac))?;
+                if h.name.is_none() && h.ip.is_none() {
+                    return Err(format!("{at}.hosts: {mac}: give a name, an ip or both"));
+                }
+                reservations.push(crate::dhcp::Reservation {
+                    mac,
+                    name: h.name.clone(),
+                    ip: h.ip,
+                });
+            }
+            let dns_servers = if !d.dns_servers.is_empty() {
+                d.dns_servers.clone()
+            } else if self.dns.is_some() {
+                vec![net.addr()]
+            } else {
+                Vec::new()
+            };
+            config.dhcp.push((
+                iname.clone(),
+                crate::dhcp::DhcpConfig {
+                    server: net.addr(),
+                    subnet: net.trunc(),
+                    ranges,
+                    lease_time: Duration::from_secs(d.lease_secs.unwrap_or(3600)),
+                    max_leases: d.max_leases,
+                    reservations,
+                    router: d.gateway.unwrap_or(true).then_some(net.addr()),
+                    dns_servers,
+                    domain: d.domain.clone().or_else(|| domain.clone()),
+                    mtu: d.mtu.or((iface.mtu != 1500).then_some(iface.mtu)),
+                },
+            ));
+        }
+        if let Some(dns) = &self.dns {
+            let upstreams = if dns.upstream.is_empty() {
+                crate::dns::system_upstreams()
+            } else {
+                dns.upstream
+                    .iter()
+                    .map(|u| parse_upstream(u))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("dns.upstream: {e}"))?
+            };
+            let mut hosts = Vec::new();
+            for (_, d) in &self.dhcp {
+                for h in &d.hosts {
+                    if let (Some(name), Some(ip)) = (&h.name, h.ip) {
+                        hosts.push((name.clone(), ip));
+                    }
+                }
+            }
+            hosts.extend(dns.hosts.iter().map(|h| (h.name.clone(), h.ip)));
+            config.dns = Some(crate::dns::DnsConfig {
+                domain: dns.domain.clone(),
+                upstreams,
+                hosts,
+                local_only: dns.local_only,
+                cache_size: dns.cache_size.unwrap_or(1024),
+                local_subnets: self
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.iter().map(|a| a.trunc()))
+                    .collect(),
+                seed: random_seed(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Reads `"FIRST-LAST"` as an inclusive address range.
+fn parse_address_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let bad = || format!("{s:?} is not a range like \"10.0.3.100-10.0.3.200\"");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+    let b: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+    if u32::from(a) > u32::from(b) {
+        return Err(format!("{s:?}: the first address is above the last"));
+    }
+    Ok((a, b))
+}
+
+/// Reads an upstream resolver: `ADDR` (port 53) or `ADDR:PORT`
+/// (`[V6]:PORT` for IPv6).
+pub fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, 53));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address or ADDRESS:PORT"))
+}
+
+/// An unpredictable number for the DNS forwarder's query ids, from the
+/// standard library's per-process random hashing keys (no extra crate).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 #[cfg(test)]

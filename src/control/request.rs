@@ -55,6 +55,12 @@ pub enum Request {
         /// Restrict to this router.
         router: Option<String>,
     },
+    /// The DHCP leases of one router (a network's router has the
+    /// network's name), or of all.
+    Leases {
+        /// Restrict to this router.
+        router: Option<String>,
+    },
     /// Add a static route to a router.
     RouteAdd {
         /// The router.
@@ -164,6 +170,10 @@ impl Request {
             ["conntrack", r] => Ok(Request::Conntrack {
                 router: Some(r.to_string()),
             }),
+            ["leases"] => Ok(Request::Leases { router: None }),
+            ["leases", r] => Ok(Request::Leases {
+                router: Some(r.to_string()),
+            }),
             ["route", op @ ("add" | "del"), router, dest, rest @ ..] => {
                 let dest = StaticRoute::parse_destination(dest).map_err(BadRequest)?;
                 let (gateway, dev, metric) = route_options(rest)?;
@@ -195,7 +205,7 @@ impl Request {
             _ => Err(BadRequest(format!(
                 "unknown request {line:?}; known: ports, macs [SEGMENT], stats, stats reset, \
                  routers, routes [ROUTER], arp [ROUTER], route add|del ROUTER DEST ..., \
-                 nat [ROUTER], conntrack [flush] [ROUTER]"
+                 nat [ROUTER], conntrack [flush] [ROUTER], leases [ROUTER]"
             ))),
         }
     }
@@ -217,6 +227,8 @@ impl Request {
             Request::Arp { router: Some(r) } => format!("arp {r}"),
             Request::Nat { router: None } => "nat".into(),
             Request::Nat { router: Some(r) } => format!("nat {r}"),
+            Request::Leases { router: None } => "leases".into(),
+            Request::Leases { router: Some(r) } => format!("leases {r}"),
             Request::Conntrack { router: None } => "conntrack".into(),
             Request::Conntrack { router: Some(r) } => format!("conntrack {r}"),
             Request::ConntrackFlush { router: None } => "conntrack flush".into(),

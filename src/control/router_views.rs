@@ -295,3 +295,50 @@ pub fn conntrack(router: &Router, now: Instant, rows: &mut Vec<ConntrackView>) {
     }
     rows.sort_by(|a, b| (&a.proto, &a.inside, &a.outside).cmp(&(&b.proto, &b.inside, &b.outside)));
 }
+
+/// One row of `ctl leases`: a DHCP lease (or an outstanding offer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The router serving it (a network's router has the network's name).
+    pub router: String,
+    /// The interface it was given on.
+    pub iface: String,
+    /// The address.
+    pub ip: String,
+    /// The client's MAC.
+    pub mac: String,
+    /// The client's name, when it gave one or its reservation has one.
+    pub hostname: Option<String>,
+    /// `bound` or `offered`.
+    pub state: String,
+    /// Seconds until it expires; `None` for one that never does.
+    pub expires_in_secs: Option<u64>,
+    /// Whether the address is a reservation for this MAC.
+    pub reserved: bool,
+}
+
+/// Appends the DHCP leases of `router`.
+pub fn leases(router: &Router, now: Instant, rows: &mut Vec<LeaseView>) {
+    let Some(services) = router.services() else {
+        return;
+    };
+    for (iface, server) in services.dhcp_servers() {
+        let iface = router
+            .interfaces()
+            .get(iface.index())
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        for l in server.leases(now) {
+            rows.push(LeaseView {
+                router: router.name().to_string(),
+                iface: iface.clone(),
+                ip: l.ip.to_string(),
+                mac: l.mac.to_string(),
+                hostname: l.hostname.clone(),
+                state: format!("{:?}", l.state).to_ascii_lowercase(),
+                expires_in_secs: l.expires_in.map(|d| d.as_secs()),
+                reserved: l.reserved,
+            });
+        }
+    }
+}

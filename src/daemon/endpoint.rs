@@ -57,6 +57,10 @@ pub(crate) enum Endpoint {
     MgmtListener(MgmtListener),
     /// One console client.
     MgmtConn(MgmtConn),
+    /// A router's DNS forwarder's host sockets (its UDP socket and the
+    /// waker of its TCP exchanges: two entries, registered by the sockets'
+    /// owner, not by the loop).
+    DnsUpstream(super::router_port::SharedRouter),
     /// A port: frames in and out.
     Port {
         /// The core's handle.

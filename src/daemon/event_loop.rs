@@ -199,8 +199,42 @@ impl Daemon {
                 );
             }
         }
+        for r in &plan.routers {
+            for (iface, seg) in r.interfaces.iter().zip(&r.segments) {
+                let addrs: Vec<String> = iface.addresses.iter().map(|a| a.to_string()).collect();
+                println!(
+                    "router {:?} on segment {seg:?}: {}",
+                    r.name,
+                    if addrs.is_empty() {
+                        "-".into()
+                    } else {
+                        addrs.join(", ")
+                    }
+                );
+                if let Some((_, d)) = r.dhcp.iter().find(|(i, _)| *i == iface.name) {
+                    println!("  DHCP:          {}", d.ranges.join(", "));
+                }
+            }
+            if let Some(dns) = &r.dns {
+                println!(
+                    "  DNS:           on the router's addresses{}",
+                    dns.domain
+                        .as_deref()
+                        .map(|d| format!(", names in {d}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        for n in &plan.networks {
+            if n.mode == "isolated" {
+                println!(
+                    "network {:?} is isolated: guests reach each other and the gateway, nothing beyond",
+                    n.name
+                );
+            }
+        }
         println!(
-            "inspect:         switchboard ctl -c {} ports",
+            "inspect:         switchboard ctl -c {} ports | leases | routers",
             plan.control.display()
         );
     }
@@ -253,6 +287,7 @@ impl Daemon {
             Endpoint::Handshake { pending, .. } => registry.register(pending, token, interest),
             Endpoint::MgmtListener(l) => registry.register(l, token, interest),
             Endpoint::MgmtConn(c) => registry.register(c, token, interest),
+            Endpoint::DnsUpstream(_) => Ok(()),
             Endpoint::Port { plug, .. } => registry.register(plug.as_mut(), token, interest),
         };
         r.map_err(DaemonError::Io)?;
@@ -273,6 +308,7 @@ impl Daemon {
             Endpoint::Handshake { pending, .. } => registry.deregister(pending),
             Endpoint::MgmtListener(l) => registry.deregister(l),
             Endpoint::MgmtConn(c) => registry.deregister(c),
+            Endpoint::DnsUpstream(_) => Ok(()),
             Endpoint::Port { plug, .. } => registry.deregister(plug.as_mut()),
         };
         Some(ep)
@@ -475,6 +511,7 @@ impl Daemon {
             }
             routers_timeout(self);
             drain_routers(self);
+            super::router_services::flush_services(self);
             if now >= next_housekeeping {
                 expire_handshakes(self);
                 self.remove_dead_ports();
@@ -528,6 +565,10 @@ impl Daemon {
             Endpoint::Handshake { .. } => advance_handshake(self, token),
             Endpoint::MgmtListener(_) => super::mgmt::accept_mgmt(self, token),
             Endpoint::MgmtConn(_) => super::mgmt::serve_mgmt(self, token),
+            Endpoint::DnsUpstream(host) => {
+                let host = host.clone();
+                super::router_services::serve_dns_upstream(self, &host);
+            }
         }
     }
 
@@ -673,6 +714,13 @@ impl Daemon {
                 let mut rows = Vec::new();
                 for h in self.routers_named(router.as_deref())? {
                     router_views::conntrack(&h.borrow().router, now, &mut rows);
+                }
+                serde_json::to_value(rows)
+            }
+            Request::Leases { router } => {
+                let mut rows = Vec::new();
+                for h in self.routers_named(router.as_deref())? {
+                    router_views::leases(&h.borrow().router, now, &mut rows);
                 }
                 serde_json::to_value(rows)
             }

@@ -33,6 +33,7 @@ mod event_loop;
 mod forward;
 mod mgmt;
 mod router_port;
+mod router_services;
 mod segment_lifecycle;
 mod soft_offload;
 mod tunnels;

@@ -42,6 +42,8 @@ pub(crate) struct RouterHost {
     pub(crate) router: Router,
     pub(crate) outbox: Outbox,
     pub(crate) clock: MonotonicClock,
+    /// Lease files and DNS sockets of the router's services.
+    pub(crate) services: super::router_services::ServiceIo,
 }
 
 /// Shared between the daemon and the router's interface plugs.
@@ -200,6 +202,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
         outbox: Outbox::new(plan.interfaces.len()),
         router,
         clock: d.clock,
+        services: Default::default(),
     }));
     for (i, (iface, segment)) in plan.interfaces.iter().zip(&plan.segments).enumerate() {
         let seg = d.engine.segment_by_name(segment).ok_or_else(|| {
@@ -244,6 +247,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
         .iter()
         .flat_map(|i| i.addresses.iter().map(|a| format!("{}={a}", i.name)))
         .collect();
+    super::router_services::open_services(d, &host, &plan.lease_files)?;
     tracing::info!(router = %plan.name, interfaces = plan.interfaces.len(), addresses = %addrs.join(" "), "router ready");
     d.routers.push(host);
     Ok(())

@@ -206,7 +206,8 @@ pub(super) fn close_router(d: &mut Daemon, name: &str) -> bool {
         gone.extend(unplug(d, port));
     }
     d.ready.retain(|t| !gone.contains(t));
-    // services: closed by the caller
+    // Its DNS forwarder's sockets hold the last references to it.
+    super::router_services::close_services(d, &host);
     tracing::info!(router = name, "router closed");
     true
 }

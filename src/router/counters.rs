@@ -30,6 +30,10 @@ pub struct RouterCounters {
     pub dropped_martian: u64,
     /// Broadcast and multicast IPv4, which a router does not forward.
     pub dropped_broadcast: u64,
+    /// Datagrams taken by the router's own services (DHCP, DNS).
+    pub service_datagrams: u64,
+    /// Datagrams the services sent (DHCP and DNS answers).
+    pub service_replies: u64,
     /// No route to the destination (an ICMP net unreachable was due).
     pub dropped_no_route: u64,
     /// TTL ran out here (an ICMP time exceeded was due).

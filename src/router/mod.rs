@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod route_table;
 #[allow(clippy::module_inception)]
 mod router;
+pub mod services;
 
 pub use arp_cache::{ArpCache, ArpConfig};
 pub use counters::RouterCounters;
@@ -31,7 +32,10 @@ pub use route_table::{Route, RouteError, RouteKind, RouteTable};
 pub use router::{
     ETHERNET_HEADER_LEN, NatConfig, Router, RouterConfig, RouterError, StaticRoute, Transmit,
 };
+pub use services::{Services, ServicesConfig, UpstreamQuery};
 
+#[cfg(test)]
+mod services_tests;
 #[cfg(test)]
 mod tests;
 

@@ -26,12 +26,20 @@ use super::nat::rules::{ForwardConfig, MasqueradeConfig, MasqueradeRule, NatRule
 use super::nat::translator::{Egress, Ingress, Nat, Translation};
 use super::rate_limit::RateLimiter;
 use super::route_table::{Route, RouteError, RouteKind, RouteTable};
+use super::services::{
+    DHCP_SERVER_PORT, DNS_PORT, ServiceSend, Services, ServicesConfig, UpstreamQuery,
+};
 use crate::mac::MacAddr;
 use crate::time::Instant;
 use ipnet::Ipv4Net;
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpProtocol, Ipv4Packet};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    UdpPacket, UdpRepr,
+};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 /// Length of the Ethernet header the router writes (it never tags).
 pub const ETHERNET_HEADER_LEN: usize = 14;
@@ -112,6 +120,8 @@ pub struct RouterConfig {
     pub arp: ArpConfig,
     /// Address translation; none when both rule lists are empty.
     pub nat: NatConfig,
+    /// DHCP servers and the DNS forwarder on the router's addresses.
+    pub services: ServicesConfig,
 }
 
 /// A router's NAT as configured.
@@ -154,6 +164,13 @@ pub struct Router {
     arp_events: Vec<ArpEvent>,
     /// Address translation, when the router has rules.
     nat: Option<Nat>,
+    /// DHCP and DNS, when the router serves them.
+    services: Option<Box<Services>>,
+    /// Datagrams the services want sent (reused).
+    service_out: Vec<ServiceSend>,
+    /// The Ethernet source of the frame being handled (a DHCP client with
+    /// no address yet is answered at it).
+    frame_src: MacAddr,
 }
 
 impl fmt::Debug for Router {
@@ -188,6 +205,9 @@ impl Router {
             scratch: Vec::new(),
             arp_events: Vec::new(),
             nat: None,
+            services: None,
+            service_out: Vec::new(),
+            frame_src: MacAddr([0; 6]),
         };
         for (i, iface) in config.interfaces.into_iter().enumerate() {
             if router.interfaces.iter().any(|o| o.name == iface.name) {
@@ -230,6 +250,11 @@ impl Router {
         let rules = router.resolve_nat(&config.nat)?;
         if !rules.is_empty() {
             router.nat = Some(Nat::new(rules, config.nat.conntrack));
+        }
+        if !config.services.is_empty() {
+            let services = Services::new(config.services, |n| router.iface_by_name(n))
+                .map_err(|e| RouterError(format!("router {:?}: {e}", router.name)))?;
+            router.services = Some(Box::new(services));
         }
         Ok(router)
     }
@@ -505,10 +530,11 @@ impl Router {
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let nat = self.nat.as_ref().and_then(Nat::poll_timeout);
-        match (self.arp.poll_timeout(), nat) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let services = self.services.as_ref().and_then(|s| s.poll_timeout());
+        [self.arp.poll_timeout(), nat, services]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// ARP retries, failed resolutions (answered with ICMP host
@@ -518,6 +544,14 @@ impl Router {
             && nat.poll_timeout().is_some_and(|t| t <= now)
         {
             nat.handle_timeout(now);
+        }
+        if let Some(services) = &mut self.services
+            && services.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let mut out = std::mem::take(&mut self.service_out);
+            services.handle_timeout(now, &mut out);
+            self.send_service_output(now, tx, &mut out);
+            self.service_out = out;
         }
         let mut events = std::mem::take(&mut self.arp_events);
         events.clear();
@@ -577,6 +611,7 @@ impl Router {
         }
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let payload = &frame[ETHERNET_HEADER_LEN..];
+        self.frame_src = MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]);
         match ethertype {
             ETHERTYPE_ARP => self.handle_arp(now, iface, payload, tx),
             ETHERTYPE_IPV4 if to_us => {
@@ -585,9 +620,13 @@ impl Router {
                     .saturating_sub(ETHERNET_HEADER_LEN);
                 self.handle_ipv4(now, iface, payload, largest, tx)
             }
-            // IPv4 to the broadcast MAC: DHCP and the like, none of which
-            // a plain router serves.
-            ETHERTYPE_IPV4 => self.counters.dropped_broadcast += 1,
+            // IPv4 to the broadcast MAC: DHCP clients without an address,
+            // served when the interface has a DHCP server.
+            ETHERTYPE_IPV4 => {
+                if !self.handle_dhcp_broadcast(now, iface, payload, tx) {
+                    self.counters.dropped_broadcast += 1;
+                }
+            }
             _ => self.counters.unsupported += 1,
         }
     }
@@ -695,7 +734,7 @@ impl Router {
             }
         }
         if self.local.iter().any(|(a, _)| *a == dst) {
-            self.deliver_local(now, packet_bytes, tx);
+            self.deliver_local(now, iface, packet_bytes, tx);
             return;
         }
         if self.interfaces.iter().any(|i| i.is_directed_broadcast(dst)) {
@@ -821,7 +860,13 @@ impl Router {
 
     /// Packets addressed to the router: echo requests are answered, the
     /// rest refused with the ICMP error a host would send.
-    fn deliver_local(&mut self, now: Instant, packet: &[u8], tx: &mut impl Transmit) {
+    fn deliver_local(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        packet: &[u8],
+        tx: &mut impl Transmit,
+    ) {
         let header = Ipv4Packet::new_unchecked(packet);
         if header.more_frags() || header.frag_offset() != 0 {
             // No reassembly: a router answers pings, not large datagrams.
@@ -857,6 +902,7 @@ impl Router {
                     );
                 }
             }
+            IpProtocol::Udp if self.serve_udp(now, iface, packet, tx) => {}
             IpProtocol::Udp | IpProtocol::Tcp => {
                 self.send_icmp_error(now, tx, IcmpError::PortUnreachable, packet)
             }
@@ -1032,6 +1078,211 @@ impl Router {
         write_ethernet(buf, frame_dst, own, ETHERTYPE_ARP);
         self.counters.arp_out += 1;
         tx.send(out, padded);
+    }
+
+    /// An IPv4 frame to the broadcast MAC: a DHCP client's broadcast when
+    /// the interface has a server. Returns whether it was taken.
+    fn handle_dhcp_broadcast(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        payload: &[u8],
+        tx: &mut impl Transmit,
+    ) -> bool {
+        if !self.services.as_ref().is_some_and(|s| s.serves_dhcp(iface)) {
+            return false;
+        }
+        let Ok(packet) = Ipv4Packet::new_checked(payload) else {
+            self.counters.dropped_malformed += 1;
+            return true;
+        };
+        if packet.version() != 4 || !packet.verify_checksum() {
+            self.counters.dropped_malformed += 1;
+            return true;
+        }
+        let bytes = &payload[..usize::from(packet.total_len())];
+        if packet.next_header() != IpProtocol::Udp
+            || packet.more_frags()
+            || packet.frag_offset() != 0
+        {
+            return false;
+        }
+        self.serve_udp(now, iface, bytes, tx)
+    }
+
+    /// A UDP datagram to the router (or broadcast on one of its links):
+    /// handed to DHCP or DNS when one of them listens on its port. Returns
+    /// whether a service took it.
+    fn serve_udp(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        packet: &[u8],
+        tx: &mut impl Transmit,
+    ) -> bool {
+        let Some(services) = &mut self.services else {
+            return false;
+        };
+        let header = Ipv4Packet::new_unchecked(packet);
+        let (src, dst) = (header.src_addr(), header.dst_addr());
+        let Ok(udp) = UdpPacket::new_checked(header.payload()) else {
+            self.counters.dropped_malformed += 1;
+            return true;
+        };
+        let port = udp.dst_port();
+        let wanted = match port {
+            DHCP_SERVER_PORT => services.serves_dhcp(iface),
+            DNS_PORT => services.serves_dns() && !dst.is_broadcast(),
+            _ => false,
+        };
+        if !wanted {
+            return false;
+        }
+        // A zero checksum means "not computed" (RFC 768).
+        if udp.checksum() != 0 && !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst))
+        {
+            self.counters.dropped_malformed += 1;
+            return true;
+        }
+        let len = usize::from(udp.len()).clamp(8, udp.as_ref().len());
+        let payload = &udp.as_ref()[8..len];
+        let client = SocketAddrV4::new(src, udp.src_port());
+        let mut out = std::mem::take(&mut self.service_out);
+        out.clear();
+        if port == DHCP_SERVER_PORT {
+            services.dhcp_message(now, iface, self.frame_src, src, payload, &mut out);
+        } else {
+            let local = SocketAddrV4::new(dst, DNS_PORT);
+            services.dns_query(now, local, client, payload, &mut out);
+        }
+        self.counters.service_datagrams += 1;
+        self.send_service_output(now, tx, &mut out);
+        self.service_out = out;
+        true
+    }
+
+    /// Sends the datagrams the services produced.
+    fn send_service_output(
+        &mut self,
+        now: Instant,
+        tx: &mut impl Transmit,
+        out: &mut Vec<ServiceSend>,
+    ) {
+        for send in out.drain(..) {
+            self.send_udp(now, tx, &send);
+        }
+    }
+
+    /// Sends one UDP datagram from the router: straight to `dst_mac` on
+    /// `iface` when given (DHCP), else routed and resolved like any packet
+    /// the router originates.
+    fn send_udp(&mut self, now: Instant, tx: &mut impl Transmit, send: &ServiceSend) {
+        let (out, hop) = match (send.iface, send.dst_mac) {
+            (Some(i), Some(_)) => (i, *send.dst.ip()),
+            _ => match self.routes.lookup(*send.dst.ip()) {
+                Some(r) => (r.iface, r.gateway.unwrap_or(*send.dst.ip())),
+                None => {
+                    self.counters.dropped_no_route += 1;
+                    return;
+                }
+            },
+        };
+        let src_ip = if send.src.ip().is_unspecified() {
+            match self.source_for(out, *send.dst.ip()) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            *send.src.ip()
+        };
+        let udp = UdpRepr {
+            src_port: send.src.port(),
+            dst_port: send.dst.port(),
+        };
+        let udp_len = udp.header_len() + send.payload.len();
+        let ip = Ipv4Repr {
+            src_addr: src_ip,
+            dst_addr: *send.dst.ip(),
+            next_header: IpProtocol::Udp,
+            payload_len: udp_len,
+            hop_limit: DEFAULT_TTL,
+        };
+        let id = self.next_id();
+        let Some(buf) = tx.buffer() else {
+            self.counters.tx_no_buffer += 1;
+            return;
+        };
+        let ip_len = ip.buffer_len() + udp_len;
+        let end = ETHERNET_HEADER_LEN + ip_len;
+        if buf.len() < end.max(60) {
+            self.counters.tx_no_buffer += 1;
+            return;
+        }
+        let caps = ChecksumCapabilities::default();
+        {
+            let mut packet = Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER_LEN..end]);
+            ip.emit(&mut packet, &caps);
+            packet.set_ident(id);
+            packet.fill_checksum();
+            let mut datagram = UdpPacket::new_unchecked(packet.payload_mut());
+            udp.emit(
+                &mut datagram,
+                &IpAddress::Ipv4(src_ip),
+                &IpAddress::Ipv4(*send.dst.ip()),
+                send.payload.len(),
+                |p| p.copy_from_slice(&send.payload),
+                &caps,
+            );
+        }
+        self.counters.service_replies += 1;
+        match send.dst_mac {
+            Some(mac) => {
+                // Pad to Ethernet's minimum, as a NIC would.
+                let padded = end.max(60);
+                buf[end..padded].fill(0);
+                write_ethernet(buf, mac, self.interfaces[out.index()].mac, ETHERTYPE_IPV4);
+                tx.send(out, padded);
+            }
+            None => self.finish(now, tx, out, hop, ip_len, false),
+        }
+    }
+
+    /// Hands an upstream resolver's answer (received by the daemon) to the
+    /// DNS forwarder, which answers the client that asked.
+    pub fn handle_dns_upstream(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: crate::dns::Transport,
+        payload: &[u8],
+        tx: &mut impl Transmit,
+    ) {
+        let Some(services) = &mut self.services else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.service_out);
+        out.clear();
+        services.dns_upstream(now, server, transport, payload, &mut out);
+        self.send_service_output(now, tx, &mut out);
+        self.service_out = out;
+    }
+
+    /// Moves the DNS queries waiting to go upstream into `out`, for the
+    /// daemon to send through host sockets.
+    pub fn take_dns_upstream(&mut self, out: &mut Vec<UpstreamQuery>) {
+        if let Some(services) = &mut self.services {
+            services.take_upstream(out);
+        }
+    }
+
+    /// The router's DHCP and DNS services, if it has any.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_deref()
+    }
+
+    /// The same, to restore and save leases.
+    pub fn services_mut(&mut self) -> Option<&mut Services> {
+        self.services.as_deref_mut()
     }
 
     /// The address the router speaks from towards `peer` out of `out`: one

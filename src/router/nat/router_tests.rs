@@ -141,6 +141,7 @@ fn gw() -> RouterConfig {
             forwards: Vec::new(),
             conntrack: ConntrackConfig::default(),
         },
+        services: Default::default(),
     }
 }
 
