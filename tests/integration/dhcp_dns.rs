@@ -303,7 +303,7 @@ fn dhcp_leases_reservations_names_and_restart() {
         .unwrap_or_else(|r| panic!("udhcpc c2: {}\n{}", r.describe(), sw.log()));
     assert_eq!(got2["ip"], "10.0.5.50", "c2 got {got2:?}");
     // The address works: the router answers pings on it.
-    let r = ping(&c1.ns, "10.0.5.1", 2);
+    let r = ping(&c1.ns, "10.0.5.1", 2, &[]);
     assert!(r.success(), "ping gw from c1: {}", r.describe());
 
     // Names: the DHCP client's own, the reservation's, a static host, a

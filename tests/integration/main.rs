@@ -12,6 +12,7 @@ mod traffic;
 
 mod cascade;
 mod dgram_hub;
+mod dhcp_dns;
 mod fuzz_sockets;
 mod handshake;
 mod loops;
