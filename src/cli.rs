@@ -9,6 +9,7 @@ use crate::control::router_views::{
     ArpView, ConntrackView, LeaseView, NatView, RouteView, RouterView,
 };
 use crate::control::views::{MacView, PortView, StatsView, VlanView};
+use crate::control::views::{NetworkInfoView, NetworkView};
 use crate::control::{Request, client};
 use crate::daemon::{self, DaemonOptions};
 use crate::plug::cable::CableOptions;
@@ -44,6 +45,9 @@ pub enum Command {
     /// `plug vde:///run/a vde:///run/b`, `plug vde:///run/a tap://tap3`,
     /// `plug vde:///run/a - = ssh host switchboard plug vde:///run/b -`.
     Plug(PlugArgs),
+    /// Print a libvirt network (XML) or LXC's lxc-net settings as a
+    /// switchboard `[networks.NAME]` block, warnings on stderr.
+    Import(ImportArgs),
 }
 
 /// `switchboard plug`.
@@ -259,6 +263,10 @@ pub enum CtlCommand {
         /// `flush`, or the router.
         words: Vec<String>,
     },
+    /// Networks, like virsh net-*: `net list`, `net info NAME`, `net define
+    /// FILE`, `net start|destroy|undefine NAME`.
+    #[command(subcommand)]
+    Net(NetCommand),
     /// DHCP leases of one router (a network's router is named like the
     /// network), or of all.
     Leases {
@@ -278,6 +286,49 @@ pub enum CtlCommand {
         #[arg(num_args = 1.., allow_hyphen_values = true)]
         words: Vec<String>,
     },
+}
+
+/// `switchboard ctl net ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Every network, running or only defined.
+    List,
+    /// A network's definition and the segments and routers it expands into.
+    Info {
+        /// The network.
+        name: String,
+    },
+    /// Define the `[networks.NAME]` blocks of a file (not started).
+    Define {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Start a defined network.
+    Start {
+        /// The network.
+        name: String,
+    },
+    /// Stop a running network (its definition stays).
+    Destroy {
+        /// The network.
+        name: String,
+    },
+    /// Forget a network (a running one keeps running until destroyed).
+    Undefine {
+        /// The network.
+        name: String,
+    },
+}
+
+/// `switchboard import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What the file is: a libvirt network XML file (`virsh net-dumpxml`),
+    /// or LXC's `/etc/default/lxc-net`.
+    #[arg(value_parser = ["libvirt", "lxc"])]
+    pub format: String,
+    /// The file (for lxc, default /etc/default/lxc-net).
+    pub file: Option<PathBuf>,
 }
 
 /// vde_switch's default switch directory.
@@ -384,6 +435,7 @@ pub fn main_with(cli: Cli) -> i32 {
             )
         }
         Command::Ctl(args) => ctl(args),
+        Command::Import(args) => import(&args),
         Command::Plug(args) => match args.to_cable() {
             Err(e) => fail(&e),
             Ok((a, b, opts)) => match crate::plug::cable::run(a, b, &opts) {
@@ -391,6 +443,36 @@ pub fn main_with(cli: Cli) -> i32 {
                 Err(e) => fail(&e.to_string()),
             },
         },
+    }
+}
+
+/// `switchboard import`: prints the network block, warnings on stderr.
+fn import(args: &ImportArgs) -> i32 {
+    let path = match (&args.file, args.format.as_str()) {
+        (Some(f), _) => f.clone(),
+        (None, "lxc") => PathBuf::from("/etc/default/lxc-net"),
+        (None, _) => {
+            return fail("import libvirt needs the XML file (virsh net-dumpxml NAME > FILE)");
+        }
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("cannot read {}: {e}", path.display())),
+    };
+    let imported = if args.format == "lxc" {
+        crate::network::from_lxc_net(&text)
+    } else {
+        crate::network::from_libvirt_xml(&text)
+    };
+    match imported {
+        Ok((name, net, warnings)) => {
+            for w in warnings {
+                eprintln!("switchboard: {}: {w}", path.display());
+            }
+            print!("{}", crate::network::to_toml(&name, &net));
+            0
+        }
+        Err(e) => fail(&format!("{}: {e}", path.display())),
     }
 }
 
@@ -436,6 +518,17 @@ fn ctl(args: CtlArgs) -> i32 {
         },
         CtlCommand::Nat { router } => Request::Nat {
             router: router.clone(),
+        },
+        CtlCommand::Net(n) => match n {
+            NetCommand::List => Request::NetList,
+            NetCommand::Info { name } => Request::NetInfo { name: name.clone() },
+            NetCommand::Define { file } => match std::path::absolute(file) {
+                Ok(path) => Request::NetDefine { path },
+                Err(e) => return fail(&format!("{}: {e}", file.display())),
+            },
+            NetCommand::Start { name } => Request::NetStart { name: name.clone() },
+            NetCommand::Destroy { name } => Request::NetDestroy { name: name.clone() },
+            NetCommand::Undefine { name } => Request::NetUndefine { name: name.clone() },
         },
         CtlCommand::Leases { router } => Request::Leases {
             router: router.clone(),
@@ -494,6 +587,32 @@ fn ctl(args: CtlArgs) -> i32 {
         Request::Leases { .. } => {
             serde_json::from_value::<Vec<LeaseView>>(result).map(|r| render_leases(&r))
         }
+        Request::NetList => {
+            serde_json::from_value::<Vec<NetworkView>>(result).map(|r| render_networks(&r))
+        }
+        Request::NetInfo { .. } => serde_json::from_value::<NetworkInfoView>(result).map(|i| {
+            format!(
+                "{}\n# definition\n{}\n# expands into\n{}",
+                render_networks(std::slice::from_ref(&i.network)),
+                i.definition.trim_end(),
+                i.expansion
+            )
+        }),
+        Request::NetDefine { .. } => Ok(format!(
+            "defined: {}\n",
+            result
+                .get("defined")
+                .and_then(|v| v.as_array())
+                .map(|a| a
+                    .iter()
+                    .filter_map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        )),
+        Request::NetStart { name } => Ok(format!("network {name} started\n")),
+        Request::NetDestroy { name } => Ok(format!("network {name} destroyed\n")),
+        Request::NetUndefine { name } => Ok(format!("network {name} undefined\n")),
         Request::ConntrackFlush { .. } => Ok(format!(
             "{} flows forgotten\n",
             result.get("flushed").and_then(|v| v.as_u64()).unwrap_or(0)
@@ -661,6 +780,29 @@ fn render_nat(rows: &[NatView]) -> String {
         }
     }
     out
+}
+
+fn render_networks(rows: &[NetworkView]) -> String {
+    if rows.is_empty() {
+        return "no networks\n".into();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.mode.clone(),
+                if n.active { "active" } else { "inactive" }.into(),
+                if n.persistent { "yes" } else { "no" }.into(),
+                n.segments.join(","),
+                n.routers.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "MODE", "STATE", "PERSISTENT", "SEGMENTS", "ROUTERS"],
+        &rows,
+    )
 }
 
 fn render_leases(rows: &[LeaseView]) -> String {

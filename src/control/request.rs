@@ -61,6 +61,33 @@ pub enum Request {
         /// Restrict to this router.
         router: Option<String>,
     },
+    /// Every network, running or only defined.
+    NetList,
+    /// A network's definition and what it expands into.
+    NetInfo {
+        /// The network.
+        name: String,
+    },
+    /// Define the networks of a file (read by the daemon).
+    NetDefine {
+        /// The file, absolute.
+        path: std::path::PathBuf,
+    },
+    /// Start a defined network.
+    NetStart {
+        /// The network.
+        name: String,
+    },
+    /// Stop a running network.
+    NetDestroy {
+        /// The network.
+        name: String,
+    },
+    /// Forget a network's definition.
+    NetUndefine {
+        /// The network.
+        name: String,
+    },
     /// Add a static route to a router.
     RouteAdd {
         /// The router.
@@ -170,6 +197,25 @@ impl Request {
             ["conntrack", r] => Ok(Request::Conntrack {
                 router: Some(r.to_string()),
             }),
+            ["net", "list"] => Ok(Request::NetList),
+            ["net", "info", n] => Ok(Request::NetInfo {
+                name: n.to_string(),
+            }),
+            ["net", "define", p] => Ok(Request::NetDefine {
+                path: std::path::PathBuf::from(p),
+            }),
+            ["net", "start", n] => Ok(Request::NetStart {
+                name: n.to_string(),
+            }),
+            ["net", "destroy", n] => Ok(Request::NetDestroy {
+                name: n.to_string(),
+            }),
+            ["net", "undefine", n] => Ok(Request::NetUndefine {
+                name: n.to_string(),
+            }),
+            ["net", ..] => Err(BadRequest(
+                "usage: net list | net info|start|destroy|undefine NAME | net define FILE".into(),
+            )),
             ["leases"] => Ok(Request::Leases { router: None }),
             ["leases", r] => Ok(Request::Leases {
                 router: Some(r.to_string()),
@@ -205,7 +251,7 @@ impl Request {
             _ => Err(BadRequest(format!(
                 "unknown request {line:?}; known: ports, macs [SEGMENT], stats, stats reset, \
                  routers, routes [ROUTER], arp [ROUTER], route add|del ROUTER DEST ..., \
-                 nat [ROUTER], conntrack [flush] [ROUTER], leases [ROUTER]"
+                 nat [ROUTER], conntrack [flush] [ROUTER], leases [ROUTER], net ..."
             ))),
         }
     }
@@ -227,6 +273,12 @@ impl Request {
             Request::Arp { router: Some(r) } => format!("arp {r}"),
             Request::Nat { router: None } => "nat".into(),
             Request::Nat { router: Some(r) } => format!("nat {r}"),
+            Request::NetList => "net list".into(),
+            Request::NetInfo { name } => format!("net info {name}"),
+            Request::NetDefine { path } => format!("net define {}", path.display()),
+            Request::NetStart { name } => format!("net start {name}"),
+            Request::NetDestroy { name } => format!("net destroy {name}"),
+            Request::NetUndefine { name } => format!("net undefine {name}"),
             Request::Leases { router: None } => "leases".into(),
             Request::Leases { router: Some(r) } => format!("leases {r}"),
             Request::Conntrack { router: None } => "conntrack".into(),

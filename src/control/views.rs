@@ -275,3 +275,31 @@ pub fn stats(
         ports: ports(engine, plug_stats),
     }
 }
+
+/// One row of `ctl net list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkView {
+    /// The network's name (its router has the same name).
+    pub name: String,
+    /// `isolated`, `routed`, `nat` or `bridge`.
+    pub mode: String,
+    /// Whether it is running.
+    pub active: bool,
+    /// False for a network undefined while running (it goes when destroyed).
+    pub persistent: bool,
+    /// The segments it created.
+    pub segments: Vec<String>,
+    /// The routers it created.
+    pub routers: Vec<String>,
+}
+
+/// `ctl net info NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkInfoView {
+    /// The summary row.
+    pub network: NetworkView,
+    /// The `[networks.NAME]` block.
+    pub definition: String,
+    /// The segment and router sections it expands into, as TOML.
+    pub expansion: String,
+}

@@ -124,6 +124,11 @@ pub struct Daemon {
     pub(super) hubs: Vec<SharedHub>,
     /// Every router, to drain its output and run its timers.
     pub(super) routers: Vec<SharedRouter>,
+    /// The plans of the running segments, against which a network started
+    /// at runtime is checked.
+    pub(super) segment_plans: Vec<crate::config::SegmentPlan>,
+    /// Networks, running or only defined (`ctl net ...`).
+    pub(super) networks: std::collections::BTreeMap<String, super::networks::NetworkEntry>,
     pidfile: Option<PathBuf>,
     pub(super) stop: bool,
 }
@@ -144,6 +149,8 @@ impl Daemon {
             dirs: Vec::new(),
             hubs: Vec::new(),
             routers: Vec::new(),
+            segment_plans: plan.segments.clone(),
+            networks: super::networks::initial(&plan.networks),
             pidfile: opts.pidfile.clone(),
             stop: false,
         };
@@ -716,6 +723,24 @@ impl Daemon {
                     router_views::conntrack(&h.borrow().router, now, &mut rows);
                 }
                 serde_json::to_value(rows)
+            }
+            Request::NetList => serde_json::to_value(super::networks::list(self)),
+            Request::NetInfo { name } => serde_json::to_value(super::networks::info(self, name)?),
+            Request::NetDefine { path } => {
+                let names = super::networks::define(self, path)?;
+                Ok(serde_json::json!({ "defined": names }))
+            }
+            Request::NetStart { name } => {
+                super::networks::start(self, name)?;
+                Ok(serde_json::Value::Null)
+            }
+            Request::NetDestroy { name } => {
+                super::networks::destroy(self, name)?;
+                Ok(serde_json::Value::Null)
+            }
+            Request::NetUndefine { name } => {
+                super::networks::undefine(self, name)?;
+                Ok(serde_json::Value::Null)
             }
             Request::Leases { router } => {
                 let mut rows = Vec::new();

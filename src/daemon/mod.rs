@@ -32,6 +32,7 @@ mod endpoint;
 mod event_loop;
 mod forward;
 mod mgmt;
+mod networks;
 mod router_port;
 mod router_services;
 mod segment_lifecycle;

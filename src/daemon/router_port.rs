@@ -204,6 +204,56 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
         clock: d.clock,
         services: Default::default(),
     }));
+    let mut added: Vec<PortId> = Vec::new();
+    if let Err(e) = plug_interfaces(d, plan, &host, &mut added) {
+        // Undo: a router that failed to start leaves no port behind.
+        for port in added {
+            if let Some(t) = d.port_tokens.get(port.index()).copied().flatten() {
+                d.remove_port(t);
+            }
+        }
+        return Err(e);
+    }
+    {
+        let mut h = host.borrow_mut();
+        let h = &mut *h;
+        h.router.start(&mut h.outbox);
+    }
+    let addrs: Vec<String> = plan
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| format!("{}={a}", i.name)))
+        .collect();
+    if let Err(e) = super::router_services::open_services(d, &host, &plan.lease_files) {
+        let ports: Vec<PortId> = host
+            .borrow()
+            .outbox
+            .ports
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        for port in ports {
+            if let Some(t) = d.port_tokens.get(port.index()).copied().flatten() {
+                d.remove_port(t);
+            }
+        }
+        super::router_services::close_services(d, &host);
+        return Err(e);
+    }
+    tracing::info!(router = %plan.name, interfaces = plan.interfaces.len(), addresses = %addrs.join(" "), "router ready");
+    d.routers.push(host);
+    Ok(())
+}
+
+/// Plugs each interface of the router into its segment; `added` collects
+/// the ports made, for the caller to undo them on failure.
+fn plug_interfaces(
+    d: &mut Daemon,
+    plan: &RouterPlan,
+    host: &SharedRouter,
+    added: &mut Vec<PortId>,
+) -> Result<(), DaemonError> {
     for (i, (iface, segment)) in plan.interfaces.iter().zip(&plan.segments).enumerate() {
         let seg = d.engine.segment_by_name(segment).ok_or_else(|| {
             DaemonError::Setup(format!(
@@ -235,21 +285,9 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
                     plan.name, iface.name
                 ))
             })?;
+        added.push(port);
         host.borrow_mut().outbox.ports[i] = Some(port);
     }
-    {
-        let mut h = host.borrow_mut();
-        let h = &mut *h;
-        h.router.start(&mut h.outbox);
-    }
-    let addrs: Vec<String> = plan
-        .interfaces
-        .iter()
-        .flat_map(|i| i.addresses.iter().map(|a| format!("{}={a}", i.name)))
-        .collect();
-    super::router_services::open_services(d, &host, &plan.lease_files)?;
-    tracing::info!(router = %plan.name, interfaces = plan.interfaces.len(), addresses = %addrs.join(" "), "router ready");
-    d.routers.push(host);
     Ok(())
 }
 

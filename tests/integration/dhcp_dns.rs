@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the test resolver answers for every name it answers.
-const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+pub const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 
 /// Names under this label get no answer from the test resolver at all.
 const SILENT: &str = "silent";
@@ -36,15 +36,15 @@ const SILENT: &str = "silent";
 /// A resolver on 127.0.0.1 that answers every A query with
 /// [`UPSTREAM_ANSWER`] (TTL 300) except names starting with `silent.`, and
 /// records the names it was asked.
-struct UpstreamDns {
-    addr: SocketAddr,
+pub struct UpstreamDns {
+    pub addr: SocketAddr,
     asked: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl UpstreamDns {
-    fn start() -> UpstreamDns {
+    pub fn start() -> UpstreamDns {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the test resolver");
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -128,15 +128,15 @@ exit 0
 
 /// A client host: a namespace whose tap `vde_plug2tap` connects to a
 /// segment's VDE directory.
-struct Client {
-    ns: Netns,
+pub struct Client {
+    pub ns: Netns,
     plug: Option<Proc>,
     mac: String,
     tag: String,
 }
 
 impl Client {
-    fn new(tag: &str, mac: &str) -> Client {
+    pub fn new(tag: &str, mac: &str) -> Client {
         Client {
             ns: Netns::new(),
             plug: None,
@@ -147,7 +147,7 @@ impl Client {
 
     /// (Re)attaches the tap `eth0` to the switch at `vde`, with this
     /// client's MAC address.
-    fn attach(&mut self, vde: &Path, dir: &TestDir) {
+    pub fn attach(&mut self, vde: &Path, dir: &TestDir) {
         self.plug = None;
         // The previous tap goes with its vde_plug2tap; wait for that.
         wait_until(secs(5), || !self.ns.has_link("eth0"));
@@ -170,7 +170,11 @@ impl Client {
 
     /// Runs `udhcpc` once (as `hostname` when given) and returns what its
     /// script was handed, or the failed run.
-    fn dhcp(&self, dir: &TestDir, hostname: Option<&str>) -> Result<BTreeMap<String, String>, Ran> {
+    pub fn dhcp(
+        &self,
+        dir: &TestDir,
+        hostname: Option<&str>,
+    ) -> Result<BTreeMap<String, String>, Ran> {
         let script = dir.join("udhcpc.sh");
         if !script.exists() {
             std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
@@ -182,8 +186,8 @@ impl Client {
         let out_s = out.to_str().unwrap().to_string();
         let env = format!("SB_OUT={out_s}");
         let mut argv = vec![
-            "env", &env, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "6", "-T",
-            "1", "-A", "1", "-O", "mtu", "-s",
+            "env", &env, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "6", "-T", "1",
+            "-A", "1", "-O", "mtu", "-s",
         ];
         let script_s = script.to_str().unwrap().to_string();
         argv.push(&script_s);
@@ -206,7 +210,7 @@ impl Client {
 
     /// `dig` from this client; returns its output (`+short` answers, or
     /// the full text with `full`).
-    fn dig(&self, server: &str, args: &[&str], full: bool) -> Ran {
+    pub fn dig(&self, server: &str, args: &[&str], full: bool) -> Ran {
         let at = format!("@{server}");
         let mut argv = vec!["dig", &at, "+time=3", "+tries=1"];
         if !full {
@@ -315,7 +319,12 @@ fn dhcp_leases_reservations_names_and_restart() {
     let a = c1.dig("10.0.5.1", &["db.lab", "A"], false);
     assert_eq!(a.stdout.trim(), "10.0.5.9", "db.lab: {}", a.describe());
     let a = c1.dig("10.0.5.1", &["-x", "10.0.5.50"], false);
-    assert_eq!(a.stdout.trim(), "vm2.lab.", "PTR 10.0.5.50: {}", a.describe());
+    assert_eq!(
+        a.stdout.trim(),
+        "vm2.lab.",
+        "PTR 10.0.5.50: {}",
+        a.describe()
+    );
     let a = c1.dig("10.0.5.1", &["www.example.test", "A"], false);
     assert_eq!(
         a.stdout.trim(),
@@ -330,11 +339,22 @@ fn dhcp_leases_reservations_names_and_restart() {
     );
     // Unknown names in the local domain are never forwarded.
     let a = c1.dig("10.0.5.1", &["nobody.lab", "A"], true);
-    assert!(a.stdout.contains("status: NXDOMAIN"), "nobody.lab: {}", a.describe());
+    assert!(
+        a.stdout.contains("status: NXDOMAIN"),
+        "nobody.lab: {}",
+        a.describe()
+    );
     assert!(!upstream.asked().iter().any(|n| n.contains("nobody")));
     // An upstream that never answers: SERVFAIL, not silence.
     let a = c1.ns.exec(
-        &["dig", "@10.0.5.1", "+time=9", "+tries=1", "silent.example.test", "A"],
+        &[
+            "dig",
+            "@10.0.5.1",
+            "+time=9",
+            "+tries=1",
+            "silent.example.test",
+            "A",
+        ],
         secs(20),
     );
     assert!(
@@ -346,7 +366,10 @@ fn dhcp_leases_reservations_names_and_restart() {
     // The leases as the control socket shows them, then a restart.
     let before = leases(&sw);
     let ips: Vec<&str> = before.iter().filter_map(|l| l["ip"].as_str()).collect();
-    assert!(ips.contains(&ip1.as_str()) && ips.contains(&"10.0.5.50"), "{before:#?}");
+    assert!(
+        ips.contains(&ip1.as_str()) && ips.contains(&"10.0.5.50"),
+        "{before:#?}"
+    );
     assert!(sw.terminate(secs(10)).is_some(), "switchboard did not stop");
     let file = std::fs::read_to_string(dir.join("lan.leases")).expect("lease file");
     assert!(
@@ -356,7 +379,10 @@ fn dhcp_leases_reservations_names_and_restart() {
     let sw = start(&dir, upstream.addr);
     let after = leases(&sw);
     let ips: Vec<&str> = after.iter().filter_map(|l| l["ip"].as_str()).collect();
-    assert!(ips.contains(&ip1.as_str()), "leases after restart: {after:#?}");
+    assert!(
+        ips.contains(&ip1.as_str()),
+        "leases after restart: {after:#?}"
+    );
     // The client comes back to the same address (and its name with it).
     c1.attach(&vde, &dir);
     let again = c1
@@ -364,7 +390,12 @@ fn dhcp_leases_reservations_names_and_restart() {
         .unwrap_or_else(|r| panic!("udhcpc c1 after restart: {}\n{}", r.describe(), sw.log()));
     assert_eq!(again["ip"], ip1, "c1 after restart: {again:?}");
     let a = c1.dig("10.0.5.1", &["vm1.lab", "A"], false);
-    assert_eq!(a.stdout.trim(), ip1, "vm1.lab after restart: {}", a.describe());
+    assert_eq!(
+        a.stdout.trim(),
+        ip1,
+        "vm1.lab after restart: {}",
+        a.describe()
+    );
 }
 
 #[test]

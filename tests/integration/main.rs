@@ -18,6 +18,7 @@ mod handshake;
 mod loops;
 mod mgmt;
 mod nat;
+mod networks;
 mod offload;
 mod own_taps;
 mod qemu_guest;
