@@ -10,7 +10,8 @@
 //! `/init` loads them in dependency order.
 //!
 //! The initramfs is an uncompressed newc cpio written here, so the host needs
-//! no `cpio`. Its `/init` reads `sbip=`, `sbpeer=`, `sbcount=`, `sbtries=` and
+//! no `cpio`. Its `/init` reads `sbip=` (an address, or `dhcp` to ask the
+//! segment's DHCP server with busybox's udhcpc), `sbpeer=`, `sbcount=`, `sbtries=` and
 //! `sbwait=` from the kernel command line, configures `eth0`, pings the peer
 //! and prints `SBGUEST-RESULT ok ...` or `SBGUEST-RESULT fail ...` on the
 //! serial console, then keeps answering pings for `sbwait` seconds and powers
@@ -85,8 +86,27 @@ while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do
   i=$((i + 1))
 done
 ip link set lo up
-ip addr add "$SBIP" dev eth0
-ip link set eth0 up
+if [ "$SBIP" = dhcp ]; then
+  # The address from the segment's DHCP server, as a real guest gets it.
+  cat > /tmp/dhcp.sh <<'EOS'
+#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    echo "SBGUEST-DHCP ip=$ip mask=$mask router=$router dns=$dns domain=$domain"
+    ;;
+esac
+exit 0
+EOS
+  chmod +x /tmp/dhcp.sh
+  ip link set eth0 up
+  udhcpc -i eth0 -f -q -n -t 10 -T 1 -A 1 -x hostname:sbguest -s /tmp/dhcp.sh \
+    || echo "SBGUEST-DHCP-FAILED"
+  SBIP=$(ip -4 -o addr show dev eth0 | awk '{print $4}')
+else
+  ip addr add "$SBIP" dev eth0
+  ip link set eth0 up
+fi
 echo "SBGUEST-NIC-UP ip=$SBIP mac=$(cat /sys/class/net/eth0/address 2>/dev/null) uptime=$(up)"
 
 ok=0 tries=0

@@ -156,3 +156,64 @@ fn guest_and_namespace_ping(attach: Attach, tag: &str, subnet: u8) {
         vm.elapsed().as_secs_f64()
     );
 }
+
+/// A VM on a network with DHCP: the guest asks for its address with
+/// udhcpc, gets its reservation, and pings the gateway; the lease shows the
+/// name the guest gave.
+#[test]
+fn qemu_guest_gets_its_address_by_dhcp() {
+    skip_unless!(Need::Tool("vde_plug"));
+    let Some(img) = guest::image_or_skip() else {
+        return;
+    };
+    let dir = TestDir::new("qdhcp");
+    let vde = dir.join("vm");
+    let config = format!(
+        r#"control = {control}
+[networks.vm]
+mode = "isolated"
+address = "10.83.0.1/24"
+vde = {vde}
+dhcp = {{ range = "10.83.0.50-10.83.0.60", hosts = [{{ mac = "52:54:00:83:00:02", ip = "10.83.0.77" }}] }}
+"#,
+        control = crate::switchboard::toml_path(&dir.join("sw").join("control")),
+        vde = crate::switchboard::toml_path(&vde),
+    );
+    let sw = Switchboard::run_file(None, &dir.join("sw"), &config, &[], dir.join("sw.log"));
+    let vde_s = vde.to_str().expect("utf-8 path");
+    let mut vm = guest::boot(
+        &img,
+        &format!("vde,id=n0,sock={vde_s}"),
+        "52:54:00:83:00:02",
+        "dhcp",
+        "10.83.0.1",
+        10,
+    );
+    let result = vm.wait_for_marker(BOOT_TIMEOUT).unwrap_or_else(|| {
+        panic!(
+            "no {} from the guest within {BOOT_TIMEOUT:?}:\n{}\n{}",
+            guest::RESULT_MARKER,
+            vm.logs(),
+            sw.log()
+        )
+    });
+    let dhcp = vm
+        .marker_line("SBGUEST-DHCP")
+        .unwrap_or_else(|| panic!("the guest got no DHCP lease:\n{}\n{}", vm.logs(), sw.log()));
+    assert!(
+        dhcp.starts_with("ip=10.83.0.77 mask=24"),
+        "guest DHCP: {dhcp}"
+    );
+    assert!(
+        result.starts_with("ok"),
+        "guest could not ping its gateway: {result}\n{}",
+        vm.logs()
+    );
+    let doc = sw.ctl_json(&["leases", "vm"]);
+    let leases = crate::switchboard::rows(&doc, "leases").unwrap();
+    assert_eq!(leases.len(), 1, "{doc:#}");
+    assert_eq!(leases[0]["ip"], "10.83.0.77");
+    assert_eq!(leases[0]["mac"], "52:54:00:83:00:02");
+    assert_eq!(leases[0]["hostname"], "sbguest");
+    assert_eq!(leases[0]["reserved"], true);
+}
