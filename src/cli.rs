@@ -715,6 +715,38 @@ fn render_routers(routers: &[RouterView]) -> String {
             c.icmp_sent,
             c.icmp_rate_limited
         ));
+        for d in &r.dhcp {
+            let k = &d.counters;
+            out.push_str(&format!(
+                "  dhcp on {}: {} leases; discover {}, offer {}, request {}, ack {}, nak {}, \
+                 release {}, decline {}, inform {}, pool exhausted {}, malformed {}\n",
+                d.iface,
+                d.leases,
+                k.discover,
+                k.offer,
+                k.request,
+                k.ack,
+                k.nak,
+                k.release,
+                k.decline,
+                k.inform,
+                k.exhausted,
+                k.malformed
+            ));
+        }
+        if let Some(dns) = &r.dns {
+            let n = |k: &str| dns.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            out.push_str(&format!(
+                "  dns: queries {}, local {}, cached {}, forwarded {}, servfail {}, upstream timeouts {}, malformed {}\n",
+                n("queries"),
+                n("local_answers"),
+                n("cache_hits"),
+                n("forwarded"),
+                n("servfail"),
+                n("upstream_timeouts"),
+                n("malformed")
+            ));
+        }
         let rows: Vec<Vec<String>> = r
             .interfaces
             .iter()

@@ -75,6 +75,23 @@ pub struct RouterView {
     pub counters: RouterCounters,
     /// Neighbour cache statistics.
     pub arp: serde_json::Value,
+    /// DHCP servers' counters, by interface.
+    #[serde(default)]
+    pub dhcp: Vec<DhcpServerView>,
+    /// The DNS forwarder's counters, if it runs.
+    #[serde(default)]
+    pub dns: Option<serde_json::Value>,
+}
+
+/// One DHCP server in `ctl routers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhcpServerView {
+    /// The interface it serves.
+    pub iface: String,
+    /// Leases and offers held now.
+    pub leases: usize,
+    /// Messages by kind, exhaustion and drops.
+    pub counters: crate::dhcp::DhcpCounters,
 }
 
 /// Builds `ctl routers`; `ports[i]` is the port of interface `i`.
@@ -105,6 +122,26 @@ pub fn router(router: &Router, ports: &[Option<PortId>], engine: &Engine) -> Rou
         routes: router.routes().count(),
         counters: router.counters(),
         arp: serde_json::to_value(router.arp_stats()).unwrap_or_default(),
+        dhcp: router
+            .services()
+            .map(|s| {
+                s.dhcp_servers()
+                    .map(|(i, server)| DhcpServerView {
+                        iface: router
+                            .interfaces()
+                            .get(i.index())
+                            .map(|i| i.name.clone())
+                            .unwrap_or_default(),
+                        leases: server.lease_count(),
+                        counters: *server.counters(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        dns: router
+            .services()
+            .and_then(|s| s.dns())
+            .and_then(|d| serde_json::to_value(d.counters()).ok()),
     }
 }
 

@@ -214,7 +214,6 @@ impl Pool {
     }
 
     /// Number of active (offered or bound) leases.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.leases.len()
     }

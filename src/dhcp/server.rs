@@ -170,6 +170,12 @@ impl DhcpServer {
         self.counters.events_dropped = self.pool.events_dropped;
     }
 
+    /// Leases and offers held (expired ones go at the next timeout), for
+    /// the control socket's summary.
+    pub fn lease_count(&self) -> usize {
+        self.pool.len()
+    }
+
     /// Active leases by address, for the control socket.
     pub fn leases(&self, now: Instant) -> Vec<LeaseView> {
         self.pool

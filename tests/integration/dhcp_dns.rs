@@ -363,6 +363,22 @@ fn dhcp_leases_reservations_names_and_restart() {
         a.describe()
     );
 
+    // The services' counters agree with what the clients did.
+    let doc = sw.ctl_json(&["routers"]);
+    let gw = rows(&doc, "routers").unwrap().remove(0);
+    assert_eq!(gw["dhcp"][0]["iface"], "lan", "{gw:#}");
+    assert!(
+        gw["dhcp"][0]["counters"]["ack"].as_u64().unwrap_or(0) >= 2,
+        "{gw:#}"
+    );
+    assert_eq!(gw["dhcp"][0]["leases"], 2, "{gw:#}");
+    assert!(gw["dns"]["forwarded"].as_u64().unwrap_or(0) >= 2, "{gw:#}");
+    assert!(
+        gw["dns"]["local_answers"].as_u64().unwrap_or(0) >= 4,
+        "{gw:#}"
+    );
+    assert!(gw["dns"]["servfail"].as_u64().unwrap_or(0) >= 1, "{gw:#}");
+
     // The leases as the control socket shows them, then a restart.
     let before = leases(&sw);
     let ips: Vec<&str> = before.iter().filter_map(|l| l["ip"].as_str()).collect();
