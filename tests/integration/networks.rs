@@ -52,13 +52,14 @@ vde = {wan}
 mode = "nat"
 address = "10.0.7.1/24"
 vde = {lab}
-dhcp = {{ range = "10.0.7.100-10.0.7.150" }}
+dhcp = {{ range = "10.0.7.100-10.0.7.150", lease_file = {leases} }}
 dns_options = {{ upstream = ["{upstream}"] }}
 uplink = {{ segment = "wan", address = "198.51.100.1/24", gateway = "198.51.100.2" }}
 "#,
         control = toml_path(&dir.join("sw").join("control")),
         wan = toml_path(&dir.join("wan")),
         lab = toml_path(&dir.join("lab")),
+        leases = toml_path(&dir.join("lab.leases")),
         upstream = upstream.addr,
     );
     let sw = Switchboard::run_file(

@@ -174,10 +174,11 @@ fn qemu_guest_gets_its_address_by_dhcp() {
 mode = "isolated"
 address = "10.83.0.1/24"
 vde = {vde}
-dhcp = {{ range = "10.83.0.50-10.83.0.60", hosts = [{{ mac = "52:54:00:83:00:02", ip = "10.83.0.77" }}] }}
+dhcp = {{ range = "10.83.0.50-10.83.0.60", lease_file = {leases}, hosts = [{{ mac = "52:54:00:83:00:02", ip = "10.83.0.77" }}] }}
 "#,
         control = crate::switchboard::toml_path(&dir.join("sw").join("control")),
         vde = crate::switchboard::toml_path(&vde),
+        leases = crate::switchboard::toml_path(&dir.join("vm.leases")),
     );
     let sw = Switchboard::run_file(None, &dir.join("sw"), &config, &[], dir.join("sw.log"));
     let vde_s = vde.to_str().expect("utf-8 path");
