@@ -32,7 +32,13 @@ pub(crate) struct ServiceIo {
     queries: Vec<crate::router::UpstreamQuery>,
     /// Upstream answers being handed back (reused).
     answers: Vec<UpstreamResponse>,
+    /// Each DHCP server's `exhausted` count when last logged, and when.
+    exhausted_logged: Vec<(IfaceId, u64, Option<crate::time::Instant>)>,
 }
+
+/// The least time between two "pool exhausted" log lines of one server: a
+/// full pool under a DISCOVER flood must not flood the log too.
+const EXHAUSTED_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Seconds since the Unix epoch, which lease files count in.
 fn unix_now() -> u64 {
@@ -161,8 +167,30 @@ pub(super) fn flush_services(d: &mut Daemon) {
         }
         let name = h.router.name().to_string();
         let files = &h.services.lease_files;
+        let logged = &mut h.services.exhausted_logged;
         if let Some(services) = h.router.services_mut() {
             for (id, server) in services.dhcp_servers_mut() {
+                let exhausted = server.counters().exhausted;
+                let slot = match logged.iter().position(|(i, _, _)| *i == id) {
+                    Some(i) => i,
+                    None => {
+                        logged.push((id, 0, None));
+                        logged.len() - 1
+                    }
+                };
+                let (_, seen, at) = &mut logged[slot];
+                if exhausted > *seen
+                    && at.is_none_or(|t| now.saturating_since(t) >= EXHAUSTED_LOG_INTERVAL)
+                {
+                    tracing::warn!(
+                        router = %name,
+                        refused = exhausted - *seen,
+                        leases = server.lease_count(),
+                        "DHCP pool exhausted: clients asking for an address get no offer"
+                    );
+                    *seen = exhausted;
+                    *at = Some(now);
+                }
                 if !server.is_dirty() {
                     continue;
                 }

@@ -443,6 +443,11 @@ fn dhcp_pool_exhaustion_is_answered_and_counted() {
     assert_eq!(unique.len(), 3, "an address was given twice: {got:?}");
     assert!(leased.iter().all(|ip| in_range(ip, 100, 102)), "{got:?}");
     assert!(got[3].is_none(), "the fourth client got {:?}", got[3]);
+    assert!(
+        wait_until(secs(3), || sw.log().contains("DHCP pool exhausted")),
+        "no log line about the full pool:\n{}",
+        sw.log()
+    );
     let doc = sw.ctl_json(&["leases"]);
     let rows = rows(&doc, "leases").unwrap();
     assert_eq!(rows.len(), 3, "{doc:#}");
