@@ -136,6 +136,41 @@ pub struct RouterSection {
     pub conntrack: Option<ConntrackSection>,
     /// The DNS forwarder on the router's addresses.
     pub dns: Option<DnsSection>,
+    /// An interface named `host` to the unprivileged host uplink.
+    pub host: Option<HostSection>,
+}
+
+/// `[routers.NAME.host]`: the router's way out through the host's own
+/// sockets, needing no privileges (what slirp4netns and pasta do). It adds
+/// an interface named `host`; route to it with `dev = "host"`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// One of the router's addresses whose TCP and UDP reach the host's
+    /// 127.0.0.1 (slirp's 10.0.2.2); none by default.
+    pub loopback: Option<Ipv4Addr>,
+    /// Host ports forwarded into the network.
+    #[serde(default)]
+    pub forwards: Vec<HostForwardSection>,
+    /// Flow table bounds (defaults 4096, 4096, 256).
+    pub max_tcp: Option<usize>,
+    /// UDP flows at most.
+    pub max_udp: Option<usize>,
+    /// ICMP echo flows at most.
+    pub max_icmp: Option<usize>,
+}
+
+/// One host port forwarded into the network, like `slirp4netns`'s
+/// `add_hostfwd` or pasta's `-t`/`-u`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostForwardSection {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The host address and port to listen on, like `127.0.0.1:2222`.
+    pub listen: String,
+    /// The guest's address and port, like `10.0.2.15:22`.
+    pub to: String,
 }
 
 /// `[routers.NAME.dns]`: a DNS forwarder answering on the router's
@@ -534,7 +569,27 @@ pub struct RouterPlan {
     pub lease_files: Vec<(String, PathBuf)>,
     /// The DNS forwarder, as written.
     pub dns: Option<DnsSection>,
+    /// The host uplink, checked.
+    pub host: Option<HostPlan>,
 }
+
+/// A router's host uplink, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    /// The loopback alias.
+    pub loopback: Option<Ipv4Addr>,
+    /// Forwards: protocol, host address, guest address.
+    pub forwards: Vec<(
+        crate::router::nat::Proto,
+        std::net::SocketAddr,
+        std::net::SocketAddrV4,
+    )>,
+    /// TCP, UDP and ICMP flow bounds.
+    pub max_flows: (usize, usize, usize),
+}
+
+/// The name of a router's host interface.
+pub const HOST_INTERFACE: &str = "host";
 
 /// Reads `1234` or `"1000-2000"` as a port range.
 fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
@@ -1433,6 +1488,7 @@ fn router_plan(
                 .map_err(|e| ConfigError(format!("routers.{name}.dns.upstream: {e}")))?;
         }
     }
+    let host = r.host.as_ref().map(|h| host_plan(name, h)).transpose()?;
     let plan = RouterPlan {
         name: name.to_string(),
         interfaces,
@@ -1446,6 +1502,7 @@ fn router_plan(
         dhcp,
         lease_files,
         dns: r.dns,
+        host,
     };
     plan.build()
         .map_err(|e| ConfigError(format!("routers.{name}: {e}")))?;
@@ -1478,6 +1535,14 @@ impl RouterPlan {
                 conntrack,
             },
             services,
+            host: self
+                .host
+                .as_ref()
+                .map(|h| crate::router::HostInterfaceConfig {
+                    name: HOST_INTERFACE.into(),
+                    mtu: 65520,
+                    loopback: h.loopback,
+                }),
         })
     }
 
@@ -1574,6 +1639,60 @@ impl RouterPlan {
         }
         Ok(config)
     }
+}
+
+/// Checks a `[routers.NAME.host]` table.
+fn host_plan(name: &str, h: &HostSection) -> Result<HostPlan, ConfigError> {
+    let at = format!("routers.{name}.host");
+    let mut forwards = Vec::new();
+    for (n, f) in h.forwards.iter().enumerate() {
+        let proto = match f.proto.as_str() {
+            "tcp" => crate::router::nat::Proto::Tcp,
+            "udp" => crate::router::nat::Proto::Udp,
+            p => {
+                return Err(ConfigError(format!(
+                    "{at}.forwards[{n}].proto: {p:?}; host forwards are \"tcp\" or \"udp\""
+                )));
+            }
+        };
+        let listen: std::net::SocketAddr = f.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "{at}.forwards[{n}].listen: {:?} is not ADDRESS:PORT (like 127.0.0.1:2222)",
+                f.listen
+            ))
+        })?;
+        let to: std::net::SocketAddrV4 = f.to.parse().map_err(|_| {
+            ConfigError(format!(
+                "{at}.forwards[{n}].to: {:?} is not ADDRESS:PORT (like 10.0.2.15:22)",
+                f.to
+            ))
+        })?;
+        if forwards.iter().any(|(p, l, _)| *p == proto && *l == listen) {
+            return Err(ConfigError(format!(
+                "{at}.forwards[{n}]: {} {listen} is forwarded twice",
+                f.proto
+            )));
+        }
+        forwards.push((proto, listen, to));
+    }
+    for (key, v) in [
+        ("max_tcp", h.max_tcp),
+        ("max_udp", h.max_udp),
+        ("max_icmp", h.max_icmp),
+    ] {
+        if v == Some(0) {
+            return Err(ConfigError(format!("{at}.{key}: must be at least 1")));
+        }
+    }
+    Ok(HostPlan {
+        loopback: h.loopback,
+        forwards,
+        max_flows: (
+            h.max_tcp.unwrap_or(4096),
+            h.max_udp.unwrap_or(4096),
+            h.max_icmp.unwrap_or(256),
+        ),
+    })
 }
 
 /// Reads `"FIRST-LAST"` as an inclusive address range.

@@ -168,6 +168,22 @@ pub struct Uplink {
     /// the uplink's own subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// Or the host uplink: out through the host's own sockets, no
+    /// privileges, no segment or address of its own (what slirp4netns and
+    /// pasta do).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host: bool,
+    /// With `host`: the gateway's address also reaches the host's
+    /// 127.0.0.1 (TCP and UDP), QEMU user networking's 10.0.2.2.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub loopback: bool,
+    /// With `host`: host ports forwarded to guests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<crate::config::HostForwardSection>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One `[[networks.NAME.forwards]]` entry: a router port forward whose
@@ -259,6 +275,7 @@ mod tests {
                 tap: Some("uplink0".into()),
                 address: Some("192.0.2.10/24".parse().unwrap()),
                 gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                ..Default::default()
             }),
             forwards: vec![
                 NetworkForward {

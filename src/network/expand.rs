@@ -186,6 +186,14 @@ fn expand_routed(
         ));
     }
     check_gateway_address(name, address)?;
+    if uplink.host {
+        return expand_host_uplink(name, net, address, uplink, runtime_dir);
+    }
+    if uplink.loopback || !uplink.forwards.is_empty() {
+        return Err(format!(
+            "networks.{name}.uplink: loopback and forwards belong to the host uplink (host = true)"
+        ));
+    }
     let (lan_segment, mut segments) = lan_segment(name, net, runtime_dir);
     let (uplink_segment, uplink_address) = check_uplink(name, uplink, address, &lan_segment)?;
     if let Some(tap) = &uplink.tap {
@@ -267,6 +275,72 @@ fn expand_routed(
         masquerade,
         forwards,
         dns: dns_section(name, net)?,
+        ..Default::default()
+    };
+    Ok(Expansion {
+        segments,
+        routers: vec![(name.to_string(), router)],
+    })
+}
+
+/// Routed or nat through the host uplink: the router's default route leads
+/// to its `host` interface, whose flows leave through the host's own
+/// sockets, so guests' addresses never appear outside and no masquerade
+/// rule is needed; host ports may be forwarded in.
+fn expand_host_uplink(
+    name: &str,
+    net: &NetworkSection,
+    address: Ipv4Net,
+    uplink: &Uplink,
+    runtime_dir: &Path,
+) -> Result<Expansion, String> {
+    let at = format!("networks.{name}.uplink");
+    if uplink.segment.is_some()
+        || uplink.tap.is_some()
+        || uplink.address.is_some()
+        || uplink.gateway.is_some()
+    {
+        return Err(format!(
+            "{at}: the host uplink (host = true) has no segment, tap, address or gateway of its own"
+        ));
+    }
+    if !net.forwards.is_empty() {
+        return Err(format!(
+            "networks.{name}.forwards: with the host uplink, forward host ports with uplink.forwards = [{{ proto, listen = \"127.0.0.1:PORT\", to }}]"
+        ));
+    }
+    for (n, f) in uplink.forwards.iter().enumerate() {
+        let to: SocketAddrV4 = f.to.parse().map_err(|_| {
+            format!(
+                "{at}.forwards[{n}].to: {:?} is not ADDRESS:PORT (like \"{}:22\")",
+                f.to,
+                host_example(address)
+            )
+        })?;
+        if !address.trunc().contains(to.ip()) || *to.ip() == address.addr() {
+            return Err(format!(
+                "{at}.forwards[{n}].to: {} is not a guest of the network {}",
+                to.ip(),
+                address.trunc()
+            ));
+        }
+    }
+    let (lan_segment, segments) = lan_segment(name, net, runtime_dir);
+    let lan = lan_interface(name, net, address, lan_segment, true)?;
+    let router = RouterSection {
+        interfaces: BTreeMap::from([(LAN_IFACE.to_string(), lan)]),
+        routes: vec![RouteSection {
+            to: "default".into(),
+            via: None,
+            dev: Some(crate::config::HOST_INTERFACE.into()),
+            metric: 0,
+        }],
+        dns: dns_section(name, net)?,
+        host: Some(crate::config::HostSection {
+            loopback: uplink.loopback.then_some(address.addr()),
+            forwards: uplink.forwards.clone(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Ok(Expansion {
@@ -1092,6 +1166,49 @@ hosts = [{ name = "www", ip = "10.0.0.5" }]
         let s = &x.segments[0].1;
         assert_eq!((&s.vde, &s.stream, &s.dgram), (&None, &p("/s"), &None));
         accepted(&x, &[]);
+    }
+
+    #[test]
+    fn the_host_uplink_routes_to_the_host_interface_without_masquerade() {
+        let x = run(r#"
+[networks.n]
+mode = "nat"
+address = "10.0.2.2/24"
+[networks.n.uplink]
+host = true
+loopback = true
+forwards = [{ proto = "tcp", listen = "127.0.0.1:2222", to = "10.0.2.15:22" }]
+"#)
+        .unwrap();
+        let (rname, r) = &x.routers[0];
+        assert_eq!(rname, "n");
+        assert_eq!(r.interfaces.keys().collect::<Vec<_>>(), vec!["lan"]);
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.routes[0].to, "default");
+        assert_eq!(r.routes[0].via, None);
+        assert_eq!(r.routes[0].dev.as_deref(), Some("host"));
+        assert!(r.masquerade.is_empty() && r.forwards.is_empty());
+        let host = r.host.as_ref().unwrap();
+        assert_eq!(host.loopback, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(host.forwards.len(), 1);
+        assert_eq!(host.forwards[0].listen, "127.0.0.1:2222");
+        let plan = accepted(&x, &[]);
+        let hp = plan.routers[0].host.as_ref().unwrap();
+        assert_eq!(hp.forwards[0].2, "10.0.2.15:22".parse().unwrap());
+        // The router builds, with the host interface last.
+        let router = plan.routers[0].build().unwrap();
+        assert_eq!(router.host_interface(), Some(crate::router::IfaceId(1)));
+        // No loopback: the gateway stays the router's own.
+        let x = run(
+            "[networks.n]\nmode = \"nat\"\naddress = \"10.0.2.2/24\"\nuplink = { host = true }\n",
+        )
+        .unwrap();
+        assert_eq!(x.routers[0].1.host.as_ref().unwrap().loopback, None);
+        // A host uplink has nothing of a segment uplink.
+        let e = run("[networks.n]\nmode = \"nat\"\naddress = \"10.0.2.2/24\"\nuplink = { host = true, segment = \"wan\" }\n").unwrap_err();
+        assert!(e.starts_with("networks.n.uplink: the host uplink"), "{e}");
+        let e = run("[networks.n]\nmode = \"nat\"\naddress = \"10.0.2.2/24\"\nuplink = { host = true, forwards = [{ proto = \"tcp\", listen = \"127.0.0.1:1\", to = \"10.9.0.1:1\" }] }\n").unwrap_err();
+        assert!(e.contains("is not a guest of the network"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -30,10 +30,13 @@ pub use counters::RouterCounters;
 pub use interface::{InterfaceConfig, stable_mac};
 pub use route_table::{Route, RouteError, RouteKind, RouteTable};
 pub use router::{
-    ETHERNET_HEADER_LEN, NatConfig, Router, RouterConfig, RouterError, StaticRoute, Transmit,
+    ETHERNET_HEADER_LEN, HostInterfaceConfig, NatConfig, Router, RouterConfig, RouterError,
+    StaticRoute, Transmit,
 };
 pub use services::{Services, ServicesConfig, UpstreamQuery};
 
+#[cfg(test)]
+mod host_tests;
 #[cfg(test)]
 mod services_tests;
 #[cfg(test)]

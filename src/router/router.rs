@@ -70,6 +70,15 @@ pub trait Transmit {
     fn send_forwarded(&mut self, iface: IfaceId, len: usize) {
         self.send(iface, len);
     }
+
+    /// Sends the IPv4 packet of `len` bytes that starts after the Ethernet
+    /// header in the space (`buffer()[ETHERNET_HEADER_LEN..]`) out of the
+    /// router's host interface, which carries packets to the host uplink
+    /// rather than frames to a segment. A sink without a host uplink never
+    /// gets one.
+    fn send_packet(&mut self, iface: IfaceId, len: usize) {
+        let _ = (iface, len);
+    }
 }
 
 /// A static route as configured or typed: the interface by name, and
@@ -122,6 +131,21 @@ pub struct RouterConfig {
     pub nat: NatConfig,
     /// DHCP servers and the DNS forwarder on the router's addresses.
     pub services: ServicesConfig,
+    /// The host interface (to the unprivileged host uplink), if any.
+    pub host: Option<HostInterfaceConfig>,
+}
+
+/// The router's interface to the host uplink: IPv4 packets, no Ethernet,
+/// no ARP. Routes name it like any interface (`dev = "host"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInterfaceConfig {
+    /// Its name (`host` in network blocks).
+    pub name: String,
+    /// The largest packet it takes.
+    pub mtu: u16,
+    /// One of the router's own addresses whose TCP and UDP traffic goes to
+    /// the host's loopback through the uplink (slirp's 10.0.2.2), if any.
+    pub loopback: Option<Ipv4Addr>,
 }
 
 /// A router's NAT as configured.
@@ -171,6 +195,10 @@ pub struct Router {
     /// The Ethernet source of the frame being handled (a DHCP client with
     /// no address yet is answered at it).
     frame_src: MacAddr,
+    /// The host interface, when the router has one (the last interface).
+    host: Option<IfaceId>,
+    /// The address whose TCP/UDP goes to the host's loopback.
+    host_loopback: Option<Ipv4Addr>,
 }
 
 impl fmt::Debug for Router {
@@ -208,6 +236,8 @@ impl Router {
             services: None,
             service_out: Vec::new(),
             frame_src: MacAddr([0; 6]),
+            host: None,
+            host_loopback: None,
         };
         for (i, iface) in config.interfaces.into_iter().enumerate() {
             if router.interfaces.iter().any(|o| o.name == iface.name) {
@@ -243,6 +273,32 @@ impl Router {
                 });
             }
             router.interfaces.push(iface);
+        }
+        if let Some(h) = config.host {
+            if router.interfaces.iter().any(|o| o.name == h.name) {
+                return Err(RouterError(format!(
+                    "router {:?}: the host interface's name {:?} is taken",
+                    router.name, h.name
+                )));
+            }
+            if let Some(a) = h.loopback
+                && !router.local.iter().any(|(l, _)| *l == a)
+            {
+                return Err(RouterError(format!(
+                    "router {:?}: host loopback address {a} is not one of the router's",
+                    router.name
+                )));
+            }
+            let id = IfaceId(router.interfaces.len() as u16);
+            router.interfaces.push(InterfaceConfig {
+                name: h.name,
+                mac: MacAddr([0; 6]),
+                addresses: Vec::new(),
+                mtu: h.mtu.max(68),
+                proxy_arp: false,
+            });
+            router.host = Some(id);
+            router.host_loopback = h.loopback;
         }
         for route in config.routes {
             router.add_route(route)?;
@@ -734,6 +790,10 @@ impl Router {
             }
         }
         if self.local.iter().any(|(a, _)| *a == dst) {
+            if Some(dst) == self.host_loopback && self.to_host_loopback(iface, packet_bytes) {
+                self.send_to_host(tx, packet_bytes);
+                return;
+            }
             self.deliver_local(now, iface, packet_bytes, tx);
             return;
         }
@@ -975,6 +1035,12 @@ impl Router {
             return;
         };
         let end = ETHERNET_HEADER_LEN + len;
+        if Some(out) == self.host {
+            // Packets, not frames: nothing to resolve.
+            let _ = (hop, forwarded);
+            tx.send_packet(out, len);
+            return;
+        }
         match self
             .arp
             .resolve(now, out, hop, &buf[ETHERNET_HEADER_LEN..end])
@@ -1283,6 +1349,70 @@ impl Router {
     /// The same, to restore and save leases.
     pub fn services_mut(&mut self) -> Option<&mut Services> {
         self.services.as_deref_mut()
+    }
+
+    /// Takes an IPv4 packet from the host uplink (an answer to a guest, or
+    /// a forwarded host port's connection) as if it had arrived on the host
+    /// interface: validated, routed, TTL decremented.
+    pub fn handle_host_packet(&mut self, now: Instant, packet: &[u8], tx: &mut impl Transmit) {
+        self.counters.received += 1;
+        let Some(host) = self.host else {
+            return;
+        };
+        self.frame_src = MacAddr([0; 6]);
+        self.handle_ipv4(now, host, packet, packet.len(), tx);
+    }
+
+    /// The host interface, if the router has one.
+    pub fn host_interface(&self) -> Option<IfaceId> {
+        self.host
+    }
+
+    /// Whether a packet to the loopback alias goes to the host: TCP, and
+    /// UDP except what the router's own services answer.
+    fn to_host_loopback(&self, iface: IfaceId, packet: &[u8]) -> bool {
+        if self.host.is_none() || Some(iface) == self.host {
+            return false;
+        }
+        let header = Ipv4Packet::new_unchecked(packet);
+        match header.next_header() {
+            IpProtocol::Tcp => true,
+            IpProtocol::Udp => {
+                let Ok(udp) = UdpPacket::new_checked(header.payload()) else {
+                    return false;
+                };
+                let served = self
+                    .services
+                    .as_ref()
+                    .is_some_and(|s| match udp.dst_port() {
+                        DHCP_SERVER_PORT => s.serves_dhcp(iface),
+                        DNS_PORT => s.serves_dns(),
+                        _ => false,
+                    });
+                !served
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands a packet unchanged (it is addressed to the router itself, so
+    /// no hop is taken) to the host interface.
+    fn send_to_host(&mut self, tx: &mut impl Transmit, packet: &[u8]) {
+        let Some(host) = self.host else {
+            return;
+        };
+        let Some(buf) = tx.buffer() else {
+            self.counters.tx_no_buffer += 1;
+            return;
+        };
+        let end = ETHERNET_HEADER_LEN + packet.len();
+        if buf.len() < end {
+            self.counters.tx_no_buffer += 1;
+            return;
+        }
+        buf[ETHERNET_HEADER_LEN..end].copy_from_slice(packet);
+        self.counters.delivered += 1;
+        tx.send_packet(host, packet.len());
     }
 
     /// The address the router speaks from towards `peer` out of `out`: one

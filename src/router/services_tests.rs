@@ -64,6 +64,7 @@ fn router(local_only: bool) -> Router {
         routes: Vec::new(),
         arp: ArpConfig::default(),
         nat: NatConfig::default(),
+        host: None,
         services: ServicesConfig {
             dhcp: vec![(
                 "lan".into(),
@@ -472,6 +473,7 @@ fn without_services_broadcasts_are_dropped_and_dns_is_refused() {
         arp: ArpConfig::default(),
         nat: NatConfig::default(),
         services: ServicesConfig::default(),
+        host: None,
     })
     .unwrap();
     let now = Instant::from_secs(1);

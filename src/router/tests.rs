@@ -118,6 +118,7 @@ fn standard() -> RouterConfig {
         arp: ArpConfig::default(),
         nat: crate::router::NatConfig::default(),
         services: Default::default(),
+        host: None,
     }
 }
 
@@ -844,6 +845,7 @@ fn routers_are_separate_vrfs_with_overlapping_addresses() {
         arp: ArpConfig::default(),
         nat: crate::router::NatConfig::default(),
         services: Default::default(),
+        host: None,
     };
     let mut red = Rig::new(config("red", "10.1.0.1/24"));
     let mut blue = Rig::new(config("blue", "10.2.0.1/24"));
@@ -907,6 +909,7 @@ fn proxy_arp_answers_for_hosts_routed_out_of_another_interface() {
         arp: ArpConfig::default(),
         nat: crate::router::NatConfig::default(),
         services: Default::default(),
+        host: None,
     };
     let h = Host::new(mac(0x31), "10.30.0.11");
     let t = secs(1);

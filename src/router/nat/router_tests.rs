@@ -142,6 +142,7 @@ fn gw() -> RouterConfig {
             conntrack: ConntrackConfig::default(),
         },
         services: Default::default(),
+        host: None,
     }
 }
 
