@@ -15,7 +15,7 @@
 
 use super::event_loop::{Daemon, DaemonError};
 use crate::config::RouterPlan;
-use crate::router::{IfaceId, Router, Transmit};
+use crate::router::{ETHERNET_HEADER_LEN, IfaceId, Router, Transmit};
 use crate::switch::{PortId, PortRequest};
 use crate::time::MonotonicClock;
 use std::cell::RefCell;
@@ -61,7 +61,18 @@ pub(crate) struct Outbox {
     /// The offload work of the frame being handled, carried over to the
     /// router's rewrite of it.
     current: Offload,
+    /// IPv4 packets the router sent out of its host interface, for the
+    /// host uplink; bounded by [`HOST_QUEUE`].
+    pub(crate) host_packets: VecDeque<Vec<u8>>,
+    /// Emptied packet buffers to reuse.
+    pub(crate) spare_packets: Vec<Vec<u8>>,
+    /// Packets for the host uplink dropped because the queue was full.
+    pub(crate) host_dropped: u64,
 }
+
+/// Packets the router may queue for the host uplink before further ones
+/// are dropped (TCP then backs off, as on a full link).
+const HOST_QUEUE: usize = 1024;
 
 impl Outbox {
     fn new(interfaces: usize) -> Outbox {
@@ -70,6 +81,9 @@ impl Outbox {
             queued: VecDeque::new(),
             spare: Vec::new(),
             current: Offload::default(),
+            host_packets: VecDeque::new(),
+            spare_packets: Vec::new(),
+            host_dropped: 0,
         }
     }
 
@@ -115,6 +129,25 @@ impl Transmit for Outbox {
 
     fn send_forwarded(&mut self, iface: IfaceId, len: usize) {
         self.commit(iface, len, self.current);
+    }
+
+    /// The packet is copied out of the slot, which is not committed as a
+    /// frame and is reused for the next one.
+    fn send_packet(&mut self, _iface: IfaceId, len: usize) {
+        if self.host_packets.len() >= HOST_QUEUE {
+            self.host_dropped += 1;
+            return;
+        }
+        let Some(slot) = self.queued.back_mut().and_then(|(b, _)| b.next_slot()) else {
+            return;
+        };
+        let Some(packet) = slot.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + len) else {
+            return;
+        };
+        let mut p = self.spare_packets.pop().unwrap_or_default();
+        p.clear();
+        p.extend_from_slice(packet);
+        self.host_packets.push_back(p);
     }
 }
 
@@ -266,7 +299,10 @@ fn plug_interfaces(
             host: host.clone(),
             iface: IfaceId(i as u16),
             description: description.clone(),
-            offload: host.borrow().router.nat().is_none(),
+            offload: {
+                let r = &host.borrow().router;
+                r.nat().is_none() && r.host_interface().is_none()
+            },
         };
         let port = d
             .add_port(
