@@ -48,6 +48,40 @@ pub enum Command {
     /// Print a libvirt network (XML) or LXC's lxc-net settings as a
     /// switchboard `[networks.NAME]` block, warnings on stderr.
     Import(ImportArgs),
+    /// Run a command (default: your shell) in a new network namespace
+    /// plugged into a segment, without root, like vdeplug4's vdens:
+    /// `ns vde:///run/sw -- ping -c1 10.0.2.2`.
+    Ns(NsArgs),
+}
+
+/// `switchboard ns`.
+#[derive(Debug, Args)]
+pub struct NsArgs {
+    /// The segment to join, as `plug` takes it: vde:///DIR (a switch
+    /// directory), stream:///PATH, tcp://HOST:PORT, dgram:///PATH or
+    /// udp://[ADDR:]PORT->ADDR:PORT.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// A fixed address instead of DHCP.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub ip: Option<ipnet::Ipv4Net>,
+    /// The default gateway, with --ip.
+    #[arg(long, value_name = "ADDR")]
+    pub gw: Option<std::net::Ipv4Addr>,
+    /// A name server for the namespace's resolv.conf (repeat for more);
+    /// replaces the ones DHCP gives.
+    #[arg(long, value_name = "ADDR")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// The interface MTU; replaces the one DHCP gives.
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u16>,
+    /// The interface name inside the namespace.
+    #[arg(long, value_name = "IFNAME", default_value = "eth0")]
+    pub name: String,
+    /// The command to run, after `--` (default: $SHELL, or /bin/sh). Exits
+    /// with its status; 125 when the namespace could not be set up.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `switchboard plug`.
@@ -436,6 +470,7 @@ pub fn main_with(cli: Cli) -> i32 {
         }
         Command::Ctl(args) => ctl(args),
         Command::Import(args) => import(&args),
+        Command::Ns(args) => crate::ns::run(&args),
         Command::Plug(args) => match args.to_cable() {
             Err(e) => fail(&e),
             Ok((a, b, opts)) => match crate::plug::cable::run(a, b, &opts) {

@@ -20,6 +20,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod mac;
 pub mod network;
+pub mod ns;
 pub mod plug;
 pub mod router;
 pub mod switch;

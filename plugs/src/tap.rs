@@ -153,6 +153,36 @@ impl TapPlug {
         })
     }
 
+    /// Adopts a tap that someone else opened, typically in another network
+    /// namespace and handed over with `SCM_RIGHTS` (`switchboard ns`
+    /// creates the tap inside a new namespace, where the process has
+    /// `CAP_NET_ADMIN`, and moves frames for it from outside, where the
+    /// switch's sockets are reachable). The descriptor must be a tap opened
+    /// with `IFF_TAP | IFF_NO_PI` and without `IFF_VNET_HDR`: frames are
+    /// read and written plain, offloads off. It is made non-blocking; the
+    /// interface's state is left as its creator set it.
+    ///
+    /// # Errors
+    ///
+    /// The descriptor cannot be made non-blocking.
+    pub fn from_fd(fd: std::os::fd::OwnedFd, name: &str) -> io::Result<TapPlug> {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: `fd` is an owned, open descriptor whose ownership moves
+        // into the device; the caller's contract (IFF_NO_PI, no vnet
+        // header) is the one `from_fd` documents.
+        let dev = unsafe { SyncDevice::from_fd(fd.into_raw_fd()) }
+            .map_err(|e| with_context(e, format!("tap {name}: cannot adopt descriptor")))?;
+        dev.set_nonblocking(true)
+            .map_err(|e| with_context(e, format!("tap {name}: cannot make non-blocking")))?;
+        Ok(TapPlug {
+            dev,
+            name: name.to_owned(),
+            description: format!("tap {name}"),
+            created: true,
+            offload: false,
+        })
+    }
+
     /// The interface name, as given to [`open`](Self::open).
     pub fn name(&self) -> &str {
         &self.name

@@ -19,6 +19,7 @@ mod loops;
 mod mgmt;
 mod nat;
 mod networks;
+mod ns;
 mod offload;
 mod own_taps;
 mod qemu_guest;
