@@ -721,16 +721,17 @@ pub fn default_plan() -> Plan {
     }
 }
 
-/// The embedded default network, like libvirt's `default`: a segment
-/// served as a VDE directory and QEMU stream and datagram sockets under the
-/// runtime directory, with a gateway at 10.0.2.2 (QEMU user networking's
-/// numbers, so guests configured for slirp feel at home) handing out
-/// 10.0.2.15 onwards by DHCP and answering DNS for the guests' names in
-/// `default.internal`. It has no way out yet: isolated, so guests get no
-/// default route and DNS answers only local names.
+/// The embedded default network, like libvirt's `default` and QEMU's user
+/// networking at once: a segment served as a VDE directory and QEMU stream
+/// and datagram sockets under the runtime directory, with a gateway at
+/// 10.0.2.2 (QEMU's numbers, so guests configured for slirp feel at home)
+/// handing out 10.0.2.15 onwards by DHCP, answering DNS for the guests'
+/// names in `default.internal` and forwarding the rest, and a way out
+/// through the host uplink, which needs no privileges; 10.0.2.2 also
+/// reaches the host's own 127.0.0.1, as in QEMU.
 pub fn default_network() -> crate::network::NetworkSection {
     crate::network::NetworkSection {
-        mode: crate::network::NetworkMode::Isolated,
+        mode: crate::network::NetworkMode::Nat,
         address: Some(ipnet::Ipv4Net::new(Ipv4Addr::new(10, 0, 2, 2), 24).unwrap_or_default()),
         domain: Some("default.internal".into()),
         dhcp: Some(crate::network::NetworkDhcp {
@@ -738,6 +739,11 @@ pub fn default_network() -> crate::network::NetworkSection {
             ..Default::default()
         }),
         dns: Some(true),
+        uplink: Some(crate::network::Uplink {
+            host: true,
+            loopback: true,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

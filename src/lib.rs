@@ -25,3 +25,4 @@ pub mod plug;
 pub mod router;
 pub mod switch;
 pub mod time;
+pub mod uplink;

@@ -81,6 +81,9 @@ pub struct RouterView {
     /// The DNS forwarder's counters, if it runs.
     #[serde(default)]
     pub dns: Option<serde_json::Value>,
+    /// The host uplink's counters, if the router has one.
+    #[serde(default)]
+    pub uplink: Option<serde_json::Value>,
 }
 
 /// One DHCP server in `ctl routers`.
@@ -142,6 +145,33 @@ pub fn router(router: &Router, ports: &[Option<PortId>], engine: &Engine) -> Rou
             .services()
             .and_then(|s| s.dns())
             .and_then(|d| serde_json::to_value(d.counters()).ok()),
+        uplink: None,
+    }
+}
+
+/// Appends the flows of a router's host uplink: `inside` is the guest,
+/// `outside` the address it dialled, `translated` the host socket's peer
+/// (127.0.0.1 for the loopback alias); kind `host` (outbound) or
+/// `host-forward` (a forwarded host port). Packets are not counted there.
+pub fn uplink_conntrack(
+    router: &str,
+    flows: &[crate::uplink::UplinkFlowView],
+    rows: &mut Vec<ConntrackView>,
+) {
+    for f in flows {
+        rows.push(ConntrackView {
+            router: router.to_string(),
+            proto: format!("{:?}", f.proto).to_ascii_lowercase(),
+            inside: f.guest.to_string(),
+            outside: f.remote_seen.to_string(),
+            translated: f.remote.to_string(),
+            kind: if f.inbound { "host-forward" } else { "host" }.into(),
+            state: f.state.to_ascii_lowercase(),
+            age_secs: f.age_secs,
+            expires_in_secs: f.expires_in_secs.unwrap_or(0),
+            packets: [0, 0],
+            bytes: [f.bytes_to_host, f.bytes_to_guest],
+        });
     }
 }
 

@@ -129,6 +129,8 @@ pub struct Daemon {
     pub(super) segment_plans: Vec<crate::config::SegmentPlan>,
     /// Networks, running or only defined (`ctl net ...`).
     pub(super) networks: std::collections::BTreeMap<String, super::networks::NetworkEntry>,
+    /// Host uplinks opened so far (each gets its own token range).
+    pub(super) next_uplink: usize,
     pidfile: Option<PathBuf>,
     pub(super) stop: bool,
 }
@@ -151,6 +153,7 @@ impl Daemon {
             routers: Vec::new(),
             segment_plans: plan.segments.clone(),
             networks: super::networks::initial(&plan.networks),
+            next_uplink: 0,
             pidfile: opts.pidfile.clone(),
             stop: false,
         };
@@ -492,6 +495,9 @@ impl Daemon {
                     deadline = deadline.min(t);
                 }
             }
+            if let Some(t) = super::router_port::uplinks_timeout(self) {
+                deadline = deadline.min(t);
+            }
             let timeout = if self.ready.is_empty() {
                 deadline.saturating_since(now)
             } else {
@@ -518,6 +524,7 @@ impl Daemon {
             }
             routers_timeout(self);
             drain_routers(self);
+            super::router_port::service_uplinks(self);
             super::router_services::flush_services(self);
             if now >= next_housekeeping {
                 expire_handshakes(self);
@@ -530,6 +537,10 @@ impl Daemon {
     }
 
     fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+        if token.0 >= super::router_port::UPLINK_TOKEN_BASE {
+            super::router_port::uplink_ready(self, token, readable, writable);
+            return;
+        }
         let Some(ep) = self.endpoints.get_mut(token.0) else {
             return;
         };
@@ -690,7 +701,13 @@ impl Daemon {
                     .iter()
                     .map(|r| {
                         let h = r.borrow();
-                        router_views::router(&h.router, h.outbox.ports(), &self.engine)
+                        let mut view =
+                            router_views::router(&h.router, h.outbox.ports(), &self.engine);
+                        view.uplink = h
+                            .uplink
+                            .as_ref()
+                            .and_then(|u| serde_json::to_value(u.counters()).ok());
+                        view
                     })
                     .collect();
                 serde_json::to_value(rows)
@@ -720,7 +737,11 @@ impl Daemon {
             Request::Conntrack { router } => {
                 let mut rows = Vec::new();
                 for h in self.routers_named(router.as_deref())? {
-                    router_views::conntrack(&h.borrow().router, now, &mut rows);
+                    let h = h.borrow();
+                    router_views::conntrack(&h.router, now, &mut rows);
+                    if let Some(u) = &h.uplink {
+                        router_views::uplink_conntrack(h.router.name(), &u.flows(now), &mut rows);
+                    }
                 }
                 serde_json::to_value(rows)
             }

@@ -31,6 +31,7 @@ pub mod dns_upstream;
 mod endpoint;
 mod event_loop;
 mod forward;
+pub(crate) mod host_uplink;
 mod mgmt;
 mod networks;
 mod router_port;

@@ -44,7 +44,13 @@ pub(crate) struct RouterHost {
     pub(crate) clock: MonotonicClock,
     /// Lease files and DNS sockets of the router's services.
     pub(crate) services: super::router_services::ServiceIo,
+    /// The host uplink behind the router's host interface, if it has one.
+    pub(crate) uplink: Option<super::host_uplink::HostUplink>,
 }
+
+/// Tokens of host uplink sockets start here, far above the daemon's slab
+/// tokens; each uplink gets its own 2^32 range above it.
+pub(crate) const UPLINK_TOKEN_BASE: usize = 1 << 40;
 
 /// Shared between the daemon and the router's interface plugs.
 pub(crate) type SharedRouter = Rc<RefCell<RouterHost>>;
@@ -236,6 +242,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
         router,
         clock: d.clock,
         services: Default::default(),
+        uplink: None,
     }));
     let mut added: Vec<PortId> = Vec::new();
     if let Err(e) = plug_interfaces(d, plan, &host, &mut added) {
@@ -257,7 +264,9 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
         .iter()
         .flat_map(|i| i.addresses.iter().map(|a| format!("{}={a}", i.name)))
         .collect();
-    if let Err(e) = super::router_services::open_services(d, &host, &plan.lease_files) {
+    let opened = super::router_services::open_services(d, &host, &plan.lease_files)
+        .and_then(|()| open_uplink(d, plan, &host));
+    if let Err(e) = opened {
         let ports: Vec<PortId> = host
             .borrow()
             .outbox
@@ -272,6 +281,7 @@ pub(super) fn open_router(d: &mut Daemon, plan: &RouterPlan) -> Result<(), Daemo
             }
         }
         super::router_services::close_services(d, &host);
+        close_uplink(d, &host);
         return Err(e);
     }
     tracing::info!(router = %plan.name, interfaces = plan.interfaces.len(), addresses = %addrs.join(" "), "router ready");
@@ -325,6 +335,116 @@ fn plug_interfaces(
         host.borrow_mut().outbox.ports[i] = Some(port);
     }
     Ok(())
+}
+
+/// Opens the host uplink of a router that has a host interface: its
+/// forwarded host ports are bound here, so a taken port fails the start.
+fn open_uplink(d: &mut Daemon, plan: &RouterPlan, host: &SharedRouter) -> Result<(), DaemonError> {
+    let Some(hp) = &plan.host else {
+        return Ok(());
+    };
+    let lan = plan.interfaces.iter().filter(|i| !i.addresses.is_empty());
+    let mtu = lan
+        .clone()
+        .map(|i| usize::from(i.mtu))
+        .max()
+        .unwrap_or(1500);
+    let source = hp
+        .loopback
+        .or_else(|| {
+            plan.interfaces
+                .iter()
+                .flat_map(|i| i.addresses.first())
+                .map(|a| a.addr())
+                .next()
+        })
+        .ok_or_else(|| {
+            DaemonError::Setup(format!(
+                "router {}: the host uplink needs an address on the router",
+                plan.name
+            ))
+        })?;
+    let mut config = super::host_uplink::UplinkConfig::new(source);
+    config.mtu = mtu;
+    config.loopback = hp.loopback;
+    config.forwards = hp
+        .forwards
+        .iter()
+        .map(|(proto, listen, guest)| super::host_uplink::HostForward {
+            proto: *proto,
+            listen: *listen,
+            guest: *guest,
+        })
+        .collect();
+    (config.max_tcp, config.max_udp, config.max_icmp) = hp.max_flows;
+    let base = UPLINK_TOKEN_BASE + (d.next_uplink << 32);
+    d.next_uplink += 1;
+    let uplink = super::host_uplink::HostUplink::new(config, d.poll.registry(), base)
+        .map_err(|e| DaemonError::Setup(format!("router {}: host uplink: {e}", plan.name)))?;
+    tracing::info!(router = %plan.name, loopback = ?hp.loopback, forwards = hp.forwards.len(), "host uplink ready");
+    host.borrow_mut().uplink = Some(uplink);
+    Ok(())
+}
+
+/// Closes a router's host uplink: its flows' sockets and forwarded ports.
+pub(super) fn close_uplink(d: &mut Daemon, host: &SharedRouter) {
+    if let Some(mut u) = host.borrow_mut().uplink.take() {
+        u.close(d.poll.registry());
+    }
+}
+
+/// A readiness event on a host uplink's socket.
+pub(super) fn uplink_ready(d: &mut Daemon, token: mio::Token, readable: bool, writable: bool) {
+    let now = d.clock.now();
+    let base = UPLINK_TOKEN_BASE + (((token.0 - UPLINK_TOKEN_BASE) >> 32) << 32);
+    for host in &d.routers {
+        let mut h = host.borrow_mut();
+        if let Some(u) = &mut h.uplink
+            && u.base() == base
+        {
+            u.ready(now, d.poll.registry(), token, readable, writable);
+            return;
+        }
+    }
+}
+
+/// Moves packets between routers and their host uplinks: what the routers
+/// sent out of their host interfaces goes to the uplinks, what the uplinks
+/// have for the guests is routed in, and the routers' output is forwarded.
+pub(super) fn service_uplinks(d: &mut Daemon) {
+    let mut any = false;
+    for host in &d.routers {
+        let mut h = host.borrow_mut();
+        let RouterHost {
+            router,
+            outbox,
+            uplink,
+            clock,
+            ..
+        } = &mut *h;
+        let Some(uplink) = uplink else {
+            continue;
+        };
+        any = true;
+        let now = clock.now();
+        while let Some(p) = outbox.host_packets.pop_front() {
+            uplink.send(now, &p);
+            outbox.spare_packets.push(p);
+        }
+        uplink.poll(now, d.poll.registry());
+        uplink.receive(now, &mut |p| router.handle_host_packet(now, p, outbox));
+    }
+    if any {
+        drain_routers(d);
+    }
+}
+
+/// The earliest deadline of the host uplinks.
+pub(super) fn uplinks_timeout(d: &Daemon) -> Option<crate::time::Instant> {
+    d.routers
+        .iter()
+        .filter_map(|h| h.borrow().uplink.as_ref().and_then(|u| u.poll_timeout()))
+        .min()
 }
 
 /// Runs the routers' timers that are due.

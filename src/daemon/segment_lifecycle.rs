@@ -208,6 +208,7 @@ pub(super) fn close_router(d: &mut Daemon, name: &str) -> bool {
     d.ready.retain(|t| !gone.contains(t));
     // Its DNS forwarder's sockets hold the last references to it.
     super::router_services::close_services(d, &host);
+    super::router_port::close_uplink(d, &host);
     tracing::info!(router = name, "router closed");
     true
 }

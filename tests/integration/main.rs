@@ -27,6 +27,7 @@ mod router;
 mod stale_dir;
 mod stream_ports;
 mod tunnels;
+mod uplink;
 mod vde_peers;
 mod vlans;
 mod vxlan;
