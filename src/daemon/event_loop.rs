@@ -225,6 +225,17 @@ impl Daemon {
                     println!("  DHCP:          {}", d.ranges.join(", "));
                 }
             }
+            if let Some(h) = &r.host {
+                println!(
+                    "  way out:       the host uplink (the host's own sockets, no privileges){}",
+                    h.loopback
+                        .map(|a| format!("; {a} reaches the host's 127.0.0.1"))
+                        .unwrap_or_default()
+                );
+                for (proto, listen, to) in &h.forwards {
+                    println!("  forward:       {proto:?} {listen} -> {to}");
+                }
+            }
             if let Some(dns) = &r.dns {
                 println!(
                     "  DNS:           on the router's addresses{}",
