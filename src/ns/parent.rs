@@ -23,13 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 use switchboard_plugs::batch::ALL_FRAMES;
-use switchboard_plugs::dgram_peer::{UdpCable, UnixDgramPeer};
-use switchboard_plugs::framing::Framing;
-use switchboard_plugs::sealed::Key;
-use switchboard_plugs::stream::StreamPort;
 use switchboard_plugs::tap::TapPlug;
-use switchboard_plugs::udp_tunnel::UdpTunnel;
-use switchboard_plugs::vde::VdeClient;
 use switchboard_plugs::{FrameBatch, Plug, RecvStatus};
 
 const UPLINK: Token = Token(0);
@@ -51,46 +45,14 @@ const DESCRIPTION: &str = "switchboard ns";
 ///
 /// The endpoint cannot be reached; the message says why.
 pub(super) fn connect(url: &Endpoint) -> io::Result<Box<dyn Plug>> {
-    Ok(match url {
-        Endpoint::Vde { dir, port } => Box::new(VdeClient::connect(dir, *port, DESCRIPTION)?),
-        Endpoint::Stream { path, .. } => Box::new(StreamPort::connect_unix(path, Framing::Qemu)?),
-        Endpoint::Tcp { addr, .. } => Box::new(StreamPort::connect_tcp(
-            *addr,
-            Framing::Qemu,
-            Duration::from_secs(5),
-        )?),
-        Endpoint::Dgram { remote, local } => {
-            let local = local.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("switchboard-ns-{}.dgram", std::process::id()))
-            });
-            Box::new(UnixDgramPeer::connect(&local, remote)?)
-        }
-        Endpoint::Udp {
-            local,
-            remote,
-            key: None,
-        } => Box::new(UdpCable::connect(*local, *remote)?),
-        Endpoint::Udp {
-            local,
-            remote,
-            key: Some(file),
-        } => {
-            let bad = |why: String| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the key {}: {why}", file.display()),
-                )
-            };
-            let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
-            let key = Key::from_hex(&text).map_err(|e| bad(e.to_string()))?;
-            Box::new(UdpTunnel::open(*local, *remote, Some(&key))?)
-        }
-        Endpoint::Tap { .. } | Endpoint::Stdio => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a segment endpoint",
-            ));
-        }
+    if matches!(url, Endpoint::Tap { .. } | Endpoint::Stdio) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a segment endpoint",
+        ));
+    }
+    crate::plug::cable::connect_endpoint(url, DESCRIPTION, || {
+        std::env::temp_dir().join(format!("switchboard-ns-{}.dgram", std::process::id()))
     })
 }
 

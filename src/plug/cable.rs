@@ -298,19 +298,6 @@ fn open_side(
 ) -> Result<(), CableError> {
     let err = |e: io::Error| CableError::Open(format!("{}: {e}", side.label));
     let mut plug: Box<dyn Plug> = match &side.url {
-        Endpoint::Vde { dir, port } => {
-            Box::new(VdeClient::connect(dir, *port, &opts.description).map_err(err)?)
-        }
-        Endpoint::Stream {
-            path,
-            listen: false,
-        } => Box::new(StreamPort::connect_unix(path, Framing::Qemu).map_err(err)?),
-        Endpoint::Tcp {
-            addr,
-            listen: false,
-        } => Box::new(
-            StreamPort::connect_tcp(*addr, Framing::Qemu, Duration::from_secs(5)).map_err(err)?,
-        ),
         Endpoint::Stream { path, listen: true } => {
             let l = StreamListener::bind_unix(path, Framing::Qemu).map_err(err)?;
             return listen_side(side, i, poll, l);
@@ -319,34 +306,14 @@ fn open_side(
             let l = StreamListener::bind_tcp(*addr, Framing::Qemu).map_err(err)?;
             return listen_side(side, i, poll, l);
         }
-        Endpoint::Dgram { remote, local } => {
-            let local = local.clone().unwrap_or_else(|| default_dgram_path(i));
-            Box::new(UnixDgramPeer::connect(&local, remote).map_err(err)?)
-        }
         Endpoint::Tap { name } => {
             Box::new(TapPlug::open(name, &TapOptions::default()).map_err(err)?)
-        }
-        Endpoint::Udp {
-            local,
-            remote,
-            key: None,
-        } => Box::new(UdpCable::connect(*local, *remote).map_err(err)?),
-        Endpoint::Udp {
-            local,
-            remote,
-            key: Some(file),
-        } => {
-            let bad_key = |why: String| {
-                CableError::Open(format!("{}: the key {}: {why}", side.label, file.display()))
-            };
-            let text = std::fs::read_to_string(file).map_err(|e| bad_key(e.to_string()))?;
-            let key = Key::from_hex(&text).map_err(|e| bad_key(e.to_string()))?;
-            Box::new(UdpTunnel::open(*local, *remote, Some(&key)).map_err(err)?)
         }
         Endpoint::Stdio => {
             let (rx, tx) = stdio_fds(opts, child).map_err(err)?;
             Box::new(StreamPort::from_pipes(rx, tx, Framing::Vde, side.label.clone()).map_err(err)?)
         }
+        url => connect_endpoint(url, &opts.description, || default_dgram_path(i)).map_err(err)?,
     };
     poll.registry()
         .register(
@@ -358,6 +325,66 @@ fn open_side(
     tracing::info!(side = %side.label, "connected");
     side.plug = Some(plug);
     Ok(())
+}
+
+/// Connects to an endpoint that a client reaches (a VDE switch, a stream
+/// or datagram socket, a UDP peer), as `switchboard plug` and `switchboard
+/// ns` both do. `dgram_local` names the local socket of a datagram
+/// endpoint that gives none. Listening sockets, taps and stdio are not
+/// such endpoints and are refused.
+pub(crate) fn connect_endpoint(
+    url: &Endpoint,
+    description: &str,
+    dgram_local: impl FnOnce() -> std::path::PathBuf,
+) -> io::Result<Box<dyn Plug>> {
+    Ok(match url {
+        Endpoint::Vde { dir, port } => Box::new(VdeClient::connect(dir, *port, description)?),
+        Endpoint::Stream {
+            path,
+            listen: false,
+        } => Box::new(StreamPort::connect_unix(path, Framing::Qemu)?),
+        Endpoint::Tcp {
+            addr,
+            listen: false,
+        } => Box::new(StreamPort::connect_tcp(
+            *addr,
+            Framing::Qemu,
+            Duration::from_secs(5),
+        )?),
+        Endpoint::Dgram { remote, local } => {
+            let local = local.clone().unwrap_or_else(dgram_local);
+            Box::new(UnixDgramPeer::connect(&local, remote)?)
+        }
+        Endpoint::Udp {
+            local,
+            remote,
+            key: None,
+        } => Box::new(UdpCable::connect(*local, *remote)?),
+        Endpoint::Udp {
+            local,
+            remote,
+            key: Some(file),
+        } => {
+            let bad = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the key {}: {why}", file.display()),
+                )
+            };
+            let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+            let key = Key::from_hex(&text).map_err(|e| bad(e.to_string()))?;
+            Box::new(UdpTunnel::open(*local, *remote, Some(&key))?)
+        }
+        Endpoint::Stream { listen: true, .. }
+        | Endpoint::Tcp { listen: true, .. }
+        | Endpoint::Tap { .. }
+        | Endpoint::Stdio => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an endpoint to connect to",
+            ));
+        }
+    })
 }
 
 fn listen_side(
