@@ -7,19 +7,23 @@
 //! many short connections without the daemon leaking descriptors, and
 //! serves a host port forwarded into it.
 //!
-//! The servers are threads of this test on 127.0.0.1; the commands inside
-//! the namespace are bash's /dev/tcp and /dev/udp and busybox's nc and
-//! nslookup.
+//! The daemon runs in a network namespace of the test's own, whose
+//! loopback is "the host": the servers are threads of this test that enter
+//! that namespace before binding 127.0.0.1, and an address on its loopback
+//! (192.0.2.99) stands for a remote host to ping, so nothing leaves the
+//! machine. Ping sockets are allowed there first (the ICMP echo relay), then
+//! forbidden (echo requests answered "administratively prohibited"). The
+//! commands inside the guest namespace are bash's /dev/tcp and /dev/udp,
+//! busybox's nc and nslookup, and ping.
 
 use crate::dhcp_dns::{UPSTREAM_ANSWER, UpstreamDns};
-use crate::netns::{Need, Proc, secs, wait_until};
+use crate::netns::{Need, Netns, Proc, secs, wait_until};
 use crate::ns::{NOBODY, ns_command, open_dir, unprivileged_skip};
 use crate::skip_unless;
 use crate::switchboard::{BIN, ctl, listens, rows, toml_path};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -127,6 +131,21 @@ impl Drop for Servers {
     }
 }
 
+/// Runs `f` on a thread that first enters network namespace `ns`, so the
+/// sockets it binds (and the threads it starts) live there.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
 /// Open descriptors of process `pid`.
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -151,12 +170,28 @@ fn an_unprivileged_namespace_reaches_the_host_through_the_uplink() {
     let swdir = dir.join("sw");
     std::fs::create_dir_all(&swdir).unwrap();
     std::fs::set_permissions(&swdir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let upstream = UpstreamDns::start();
-    let servers = Servers::start();
-    let forward_port = {
+    // "The host": a namespace with only loopback, where ping sockets are
+    // allowed for now and 192.0.2.99 answers pings.
+    let host = Netns::new();
+    host.ip(&["addr", "add", "192.0.2.99/32", "dev", "lo"]);
+    let allow_ping = |range: &str| {
+        let r = host.exec(
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.ping_group_range={range}"),
+            ],
+            secs(10),
+        );
+        assert!(r.success(), "sysctl: {}", r.describe());
+    };
+    allow_ping("0 2147483647");
+    let upstream = in_netns(&host, UpstreamDns::start);
+    let servers = in_netns(&host, Servers::start);
+    let forward_port = in_netns(&host, || {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
-    };
+    });
     let config = format!(
         r#"control = {control}
 
@@ -181,9 +216,10 @@ uplink = {{ host = true, loopback = true, forwards = [{{ proto = "tcp", listen =
     );
     let file = dir.join("net.toml");
     std::fs::write(&file, &config).unwrap();
-    // The daemon as uid 65534 too.
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
+    // The daemon as uid 65534 too, in the host namespace.
+    let file_s = file.to_str().unwrap();
+    let cmd = host.command(&[
+        "setpriv",
         "--reuid",
         NOBODY,
         "--regid",
@@ -191,8 +227,8 @@ uplink = {{ host = true, loopback = true, forwards = [{{ proto = "tcp", listen =
         "--clear-groups",
         BIN,
         "run",
-    ])
-    .arg(&file);
+        file_s,
+    ]);
     let mut sw = Proc::spawn("switchboard run (uid 65534)", cmd, dir.join("sw.log"));
     let pid = sw.pid();
     assert!(
@@ -217,6 +253,7 @@ while [ $i -lt 100 ]; do
   i=$((i+1))
 done
 echo "SHORT $ok"
+ping -c1 -W3 192.0.2.99 >/dev/null 2>&1 && echo "PING ok" || echo "PING failed"
 echo from-guest | busybox nc -l -p 8022 &
 echo LISTENING
 wait
@@ -244,15 +281,18 @@ echo DONE
     );
     // The forwarded host port reaches the server inside the namespace (it
     // may need a moment to listen: a refused attempt closes at once).
-    let mut got = String::new();
-    let end = Instant::now() + secs(10);
-    while Instant::now() < end && !got.contains("from-guest") {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", forward_port)) {
-            s.set_read_timeout(Some(secs(3))).unwrap();
-            let _ = s.read_to_string(&mut got);
+    let got = in_netns(&host, move || {
+        let mut got = String::new();
+        let end = Instant::now() + secs(10);
+        while Instant::now() < end && !got.contains("from-guest") {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", forward_port)) {
+                s.set_read_timeout(Some(secs(3))).unwrap();
+                let _ = s.read_to_string(&mut got);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        got
+    });
     assert!(
         wait_until(secs(15), || !inside.running()),
         "the namespace did not finish: {}",
@@ -285,6 +325,24 @@ echo DONE
     assert_eq!(tagged(&out, "REFUSED"), Some("yes"), "{out}");
     assert_eq!(tagged(&out, "UDP"), Some("echo:hello-udp"), "{out}");
     assert_eq!(tagged(&out, "SHORT"), Some("100"), "{out}");
+    // ICMP echo relayed through a ping socket.
+    assert_eq!(tagged(&out, "PING"), Some("ok"), "{out}\n{}", sw.log());
+
+    // Where ping sockets are forbidden, the guest is told so at once.
+    allow_ping("1 0");
+    let r = crate::netns::run(
+        &mut ns_command(
+            dir.path(),
+            &[&url, "--", "ping", "-n", "-c1", "-W3", "192.0.2.99"],
+        ),
+        secs(30),
+    );
+    assert!(!r.success(), "ping should fail: {}", r.describe());
+    assert!(
+        r.stdout.contains("Packet filtered") || r.stdout.contains("Prohibited"),
+        "ping should report the prohibition: {}",
+        r.describe()
+    );
 
     // The flows show in conntrack, and the daemon holds no extra sockets
     // once they are over.
@@ -294,6 +352,10 @@ echo DONE
     let lab = rows(&doc, "routers").unwrap().remove(0);
     let opened = lab["uplink"]["tcp_opened"].as_u64().unwrap_or(0);
     assert!(opened >= 101, "uplink counters: {lab:#}");
+    assert!(
+        lab["uplink"]["icmp_prohibited"].as_u64().unwrap_or(0) >= 1,
+        "{lab:#}"
+    );
     let settled = wait_until(secs(10), || fd_count(pid) <= fds_before + 4);
     assert!(
         settled,
@@ -303,4 +365,5 @@ echo DONE
     let r = ctl(&swdir, &["conntrack", "lab"]);
     assert!(r.success(), "{}", r.describe());
     drop(sw);
+    drop(host);
 }
