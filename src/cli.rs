@@ -16,6 +16,7 @@ use crate::plug::cable::CableOptions;
 use crate::plug::url::Endpoint;
 use crate::switch::SegmentConfig;
 use clap::{Args, Parser, Subcommand};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -457,7 +458,19 @@ pub fn main_with(cli: Cli) -> i32 {
                     Ok(p) => (p, false),
                     Err(e) => return fail(&e.to_string()),
                 },
-                None => (config::default_plan(), true),
+                None => {
+                    // The default network lives in the runtime directory,
+                    // which a fresh login (or a fresh /run) does not have.
+                    let dir = config::runtime_dir();
+                    if let Err(e) = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)
+                    {
+                        return fail(&format!("cannot create {}: {e}", dir.display()));
+                    }
+                    (config::default_plan(), true)
+                }
             };
             serve(
                 plan,

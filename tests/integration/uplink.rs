@@ -367,3 +367,73 @@ echo DONE
     drop(sw);
     drop(host);
 }
+
+/// `switchboard run` with no file, as an ordinary user: the embedded
+/// default network gives a namespace an address by DHCP and a way out to
+/// the host's loopback at 10.0.2.2.
+#[test]
+fn the_default_network_needs_no_root() {
+    skip_unless!(Need::Tool("bash"), Need::Tool("ip"));
+    if let Some(reason) = unprivileged_skip() {
+        eprintln!("SKIP: {reason}");
+        return;
+    }
+    let dir = open_dir("uplinkdef");
+    let runtime = dir.join("rt");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let host = Netns::new();
+    let servers = in_netns(&host, Servers::start);
+    let xdg = format!("XDG_RUNTIME_DIR={}", runtime.display());
+    let cmd = host.command(&[
+        "setpriv",
+        "--reuid",
+        NOBODY,
+        "--regid",
+        NOBODY,
+        "--clear-groups",
+        "env",
+        &xdg,
+        BIN,
+        "run",
+    ]);
+    let mut sw = Proc::spawn("switchboard run (default)", cmd, dir.join("sw.log"));
+    let base = runtime.join("switchboard");
+    let pid = sw.pid();
+    assert!(
+        wait_until(secs(10), || !sw.running()
+            || listens(pid, &base.join("control"))),
+        "switchboard did not start: {}",
+        sw.log()
+    );
+    assert!(sw.running(), "switchboard exited: {}", sw.log());
+    // It says how to attach QEMU, and where the network leads.
+    let log = sw.log();
+    assert!(log.contains("-netdev vde,id=net0,sock="), "{log}");
+    assert!(log.contains("the host uplink"), "{log}");
+    let url = format!("vde://{}", base.join("default").display());
+    let script = format!(
+        "echo \"ADDR $(ip -4 -o addr show eth0 | awk '{{print $4}}')\"; \
+         exec 3<>/dev/tcp/10.0.2.2/{short} && echo x >&3 && cat <&3 >/dev/null && echo TCP-OK",
+        short = servers.short
+    );
+    let r = crate::netns::run(
+        &mut ns_command(dir.path(), &[&url, "--", "bash", "-c", &script]),
+        secs(40),
+    );
+    assert!(r.success(), "{}\n{}", r.describe(), sw.log());
+    assert_eq!(
+        tagged(&r.stdout, "ADDR"),
+        Some("10.0.2.15/24"),
+        "{}",
+        r.describe()
+    );
+    assert!(r.stdout.contains("TCP-OK"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("via 10.0.2.2, dns 10.0.2.2"),
+        "{}",
+        r.describe()
+    );
+    drop(sw);
+    drop(host);
+}
