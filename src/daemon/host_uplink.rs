@@ -930,18 +930,8 @@ impl HostUplink {
                     k
                 }
             };
-            let Some(Slot::Udp(flow)) = self.slots.get_mut(flow_key) else {
-                continue;
-            };
-            if packet::IPV4_HEADER_LEN + packet::UDP_HEADER_LEN + n > self.mtu {
-                self.counters.oversize_dropped += 1;
-                continue;
-            }
             // Host to guest here, but it is the peer that opened the flow.
-            flow.activity.to_guest(now, n);
-            let p = packet::build_udp(flow.seen, flow.guest, &self.scratch[..n]);
-            self.counters.bytes_to_guest += n as u64;
-            self.push_out(p);
+            self.datagram_to_guest(now, flow_key, n);
         }
     }
 
@@ -968,15 +958,25 @@ impl HostUplink {
                 // ICMP errors surface as ECONNREFUSED and the like.
                 Err(_) => continue,
             };
-            if packet::IPV4_HEADER_LEN + packet::UDP_HEADER_LEN + n > self.mtu {
-                self.counters.oversize_dropped += 1;
-                continue;
-            }
-            flow.activity.to_guest(now, n);
-            let p = packet::build_udp(flow.seen, flow.guest, &self.scratch[..n]);
-            self.counters.bytes_to_guest += n as u64;
-            self.push_out(p);
+            self.datagram_to_guest(now, key, n);
         }
+    }
+
+    /// Hands the guest of UDP flow `key` the `n` bytes a host socket just
+    /// received into the scratch buffer, from the address the guest sees;
+    /// a datagram that would not fit the guest's MTU is dropped and counted.
+    fn datagram_to_guest(&mut self, now: Instant, key: usize, n: usize) {
+        let Some(Slot::Udp(flow)) = self.slots.get_mut(key) else {
+            return;
+        };
+        if packet::IPV4_HEADER_LEN + packet::UDP_HEADER_LEN + n > self.mtu {
+            self.counters.oversize_dropped += 1;
+            return;
+        }
+        flow.activity.to_guest(now, n);
+        let p = packet::build_udp(flow.seen, flow.guest, &self.scratch[..n]);
+        self.counters.bytes_to_guest += n as u64;
+        self.push_out(p);
     }
 
     fn serve_icmp(&mut self, now: Instant, key: usize) {
@@ -1667,6 +1667,167 @@ mod tests {
         });
         assert_eq!(client.join().unwrap(), b"guest-banner");
         assert_eq!(h.uplink.counters().forward_refused, 0);
+    }
+
+    /// Datagrams a guest heard: the sender it saw and the payload.
+    type Heard = Vec<(SocketAddrV4, Vec<u8>)>;
+
+    /// A guest with one smoltcp UDP socket, fed the uplink's non-TCP
+    /// packets (the harness's own guest only speaks TCP).
+    struct UdpGuest {
+        iface: smoltcp::iface::Interface,
+        device: crate::uplink::device::QueueDevice,
+        sockets: smoltcp::iface::SocketSet<'static>,
+        handle: SocketHandle,
+    }
+
+    impl UdpGuest {
+        fn bound(port: u16) -> UdpGuest {
+            use smoltcp::socket::udp;
+            use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Cidr};
+            let mut device = crate::uplink::device::QueueDevice::new(1500, 64);
+            let mut iface = smoltcp::iface::Interface::new(
+                smoltcp::iface::Config::new(HardwareAddress::Ip),
+                &mut device,
+                crate::uplink::stack::smol_now(Instant::ZERO),
+            );
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::Ipv4(Ipv4Cidr::new(GUEST, 24)));
+            });
+            let buffer =
+                || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0u8; 4096]);
+            let mut socket = udp::Socket::new(buffer(), buffer());
+            socket.bind((GUEST, port)).unwrap();
+            let mut sockets = smoltcp::iface::SocketSet::new(Vec::new());
+            let handle = sockets.add(socket);
+            UdpGuest {
+                iface,
+                device,
+                sockets,
+                handle,
+            }
+        }
+
+        /// Takes `packets` in, answers every datagram with `answer(payload)`
+        /// and returns the packets the guest sent plus whom it heard from.
+        fn exchange(
+            &mut self,
+            now: Instant,
+            packets: Vec<Vec<u8>>,
+            answer: impl Fn(&[u8]) -> Vec<u8>,
+        ) -> (Vec<Vec<u8>>, Heard) {
+            use smoltcp::socket::udp;
+            for p in packets {
+                self.device.push_rx(p);
+            }
+            let at = crate::uplink::stack::smol_now(now);
+            self.iface.poll(at, &mut self.device, &mut self.sockets);
+            let socket = self.sockets.get_mut::<udp::Socket>(self.handle);
+            let mut heard = Vec::new();
+            while let Ok((payload, meta)) = socket.recv() {
+                let SocketAddr::V4(from) = SocketAddr::from(meta.endpoint) else {
+                    panic!("the guest heard from {}", meta.endpoint);
+                };
+                let reply = answer(payload);
+                heard.push((from, payload.to_vec()));
+                socket.send_slice(&reply, meta.endpoint).unwrap();
+            }
+            self.iface.poll(at, &mut self.device, &mut self.sockets);
+            let mut out = Vec::new();
+            while let Some(p) = self.device.pop_tx() {
+                out.push(p);
+            }
+            (out, heard)
+        }
+    }
+
+    #[test]
+    fn an_inbound_udp_forward_answers_each_host_peer() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let listen = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let guest_at = SocketAddrV4::new(GUEST, 53);
+        let mut h = Harness::new(vec![HostForward {
+            proto: Proto::Udp,
+            listen,
+            guest: guest_at,
+        }]);
+        let mut guest = UdpGuest::bound(53);
+        let peers: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        peers[0].send_to(b"query-one", listen).unwrap();
+        peers[1].send_to(b"query-two", listen).unwrap();
+        let answer = |q: &[u8]| [b"answer to ".as_slice(), q].concat();
+        let mut heard = Vec::new();
+        let mut got: [Option<(Vec<u8>, SocketAddr)>; 2] = [None, None];
+        h.run_until(Duration::from_secs(10), |h| {
+            let now = h.now();
+            let inbound = std::mem::take(&mut h.other);
+            let (out, seen) = guest.exchange(now, inbound, answer);
+            heard.extend(seen);
+            for p in out {
+                h.uplink.send(now, &p);
+            }
+            for (peer, slot) in peers.iter().zip(got.iter_mut()) {
+                let mut buf = [0u8; 64];
+                if let Ok((n, from)) = peer.recv_from(&mut buf) {
+                    assert!(slot.is_none(), "a second answer for one peer");
+                    *slot = Some((buf[..n].to_vec(), from));
+                }
+            }
+            got.iter().all(Option::is_some)
+        });
+        // Each peer got its own answer, from the forward's listen address.
+        let [one, two] = got.map(Option::unwrap);
+        assert_eq!(one, (b"answer to query-one".to_vec(), listen));
+        assert_eq!(two, (b"answer to query-two".to_vec(), listen));
+        // The guest heard both from the forward source, on two ports.
+        assert_eq!(heard.len(), 2, "{heard:?}");
+        heard.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(*heard[0].0.ip(), GW);
+        assert_eq!(*heard[1].0.ip(), GW);
+        assert_ne!(heard[0].0.port(), heard[1].0.port());
+        assert_eq!(heard[0].1, b"query-one");
+        assert_eq!(heard[1].1, b"query-two");
+        // Two inbound flows, one per host peer.
+        let mut flows = h.uplink.flows(h.now());
+        flows.sort_by_key(|f| f.remote_seen);
+        assert_eq!(flows.len(), 2);
+        let mut expected: Vec<(SocketAddrV4, SocketAddr)> = heard
+            .iter()
+            .zip(&peers)
+            .map(|((seen, _), peer)| (*seen, peer.local_addr().unwrap()))
+            .collect();
+        expected.sort_by_key(|e| e.0);
+        for (flow, (seen, peer)) in flows.iter().zip(&expected) {
+            assert_eq!(flow.proto, UplinkProto::Udp);
+            assert!(flow.inbound);
+            assert_eq!(flow.guest, guest_at);
+            assert_eq!(flow.remote_seen, *seen);
+            assert_eq!(flow.remote, *peer);
+            assert_eq!(flow.state, "replied");
+            assert_eq!((flow.bytes_to_guest, flow.bytes_to_host), (9, 19));
+        }
+        let c = h.uplink.counters();
+        assert_eq!(
+            (c.udp_opened, c.bytes_to_guest, c.bytes_to_host),
+            (2, 18, 38)
+        );
+        assert_eq!(c.send_failed + c.oversize_dropped + c.refused_udp_full, 0);
+        // A second datagram from a known peer reuses its flow.
+        peers[0].send_to(b"again", listen).unwrap();
+        h.run_until(Duration::from_secs(10), |h| {
+            h.uplink.counters().bytes_to_guest == 23
+        });
+        assert_eq!(h.uplink.counters().udp_opened, 2);
+        assert_eq!(h.uplink.flows(h.now()).len(), 2);
     }
 
     #[test]

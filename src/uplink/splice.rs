@@ -28,68 +28,75 @@ pub struct Pumped {
 /// more would only repeat a `WouldBlock`.
 const MAX_SLICES: usize = 4;
 
-/// Reads from `host` into the socket's send buffer while both have room
-/// and bytes. An error other than `WouldBlock`/`Interrupted` is returned
-/// (the connection is then aborted by the caller).
-pub fn host_to_guest(socket: &mut tcp::Socket<'_>, host: &mut impl Read) -> io::Result<Pumped> {
+/// What a pass that moved nothing without an error means.
+#[derive(Clone, Copy)]
+enum Zero {
+    /// A read of zero bytes: the host stream ended.
+    Eof,
+    /// A write of zero bytes: the host took nothing, as good as blocked
+    /// (wait for writability).
+    Blocked,
+}
+
+/// Runs `pass` (one host read or write through one socket buffer slice,
+/// `None` once the socket has no room or bytes) until the socket or the
+/// host stream stops it, so both directions stop and fail alike.
+fn pump(zero: Zero, mut pass: impl FnMut() -> Option<io::Result<usize>>) -> io::Result<Pumped> {
     let mut out = Pumped::default();
     for _ in 0..MAX_SLICES {
-        if !socket.can_send() {
-            break;
-        }
-        let result = socket.send(|buf| match host.read(buf) {
-            Ok(n) => (n, Ok(n)),
-            Err(e) => (0, Err(e)),
-        });
-        match result {
-            // `can_send` was just checked; a refused send means closed.
-            Err(_) => break,
-            Ok(Ok(0)) => {
-                out.eof = true;
+        match pass() {
+            None => break,
+            Some(Ok(0)) => {
+                match zero {
+                    Zero::Eof => out.eof = true,
+                    Zero::Blocked => out.blocked = true,
+                }
                 break;
             }
-            Ok(Ok(n)) => out.bytes += n,
-            Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
+            Some(Ok(n)) => out.bytes += n,
+            Some(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
                 out.blocked = true;
                 break;
             }
-            Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
+            Some(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+            Some(Err(e)) => return Err(e),
         }
     }
     Ok(out)
 }
 
+/// Reads from `host` into the socket's send buffer while both have room
+/// and bytes. An error other than `WouldBlock`/`Interrupted` is returned
+/// (the connection is then aborted by the caller).
+pub fn host_to_guest(socket: &mut tcp::Socket<'_>, host: &mut impl Read) -> io::Result<Pumped> {
+    pump(Zero::Eof, || {
+        if !socket.can_send() {
+            return None;
+        }
+        // `can_send` was just checked; a refused send means closed.
+        socket
+            .send(|buf| match host.read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            })
+            .ok()
+    })
+}
+
 /// Writes what the socket has received to `host`, dequeuing only what the
 /// host accepted.
 pub fn guest_to_host(socket: &mut tcp::Socket<'_>, host: &mut impl Write) -> io::Result<Pumped> {
-    let mut out = Pumped::default();
-    for _ in 0..MAX_SLICES {
+    pump(Zero::Blocked, || {
         if !socket.can_recv() {
-            break;
+            return None;
         }
-        let result = socket.recv(|buf| match host.write(buf) {
-            Ok(n) => (n, Ok(n)),
-            Err(e) => (0, Err(e)),
-        });
-        match result {
-            Err(_) => break,
-            Ok(Ok(0)) => {
-                // A stream that takes nothing without an error is as good
-                // as blocked; wait for writability.
-                out.blocked = true;
-                break;
-            }
-            Ok(Ok(n)) => out.bytes += n,
-            Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
-                out.blocked = true;
-                break;
-            }
-            Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
-        }
-    }
-    Ok(out)
+        socket
+            .recv(|buf| match host.write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            })
+            .ok()
+    })
 }
 
 #[cfg(test)]

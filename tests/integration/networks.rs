@@ -270,3 +270,93 @@ fn networks_are_defined_started_and_destroyed_at_runtime() {
         r.describe()
     );
 }
+
+/// `switchboard import` turns libvirt's default network and LXC's lxc-net
+/// settings into network blocks that switchboard runs as they are.
+#[test]
+fn imported_networks_run() {
+    let dir = TestDir::new("import");
+    let xml = dir.join("default.xml");
+    std::fs::write(
+        &xml,
+        "<network>\n  <name>default</name>\n  <bridge name='virbr0'/>\n  <forward/>\n  \
+         <ip address='192.168.122.1' netmask='255.255.255.0'>\n    <dhcp>\n      \
+         <range start='192.168.122.2' end='192.168.122.254'/>\n    </dhcp>\n  </ip>\n</network>\n",
+    )
+    .unwrap();
+    let r = crate::netns::run(
+        std::process::Command::new(crate::switchboard::BIN)
+            .args(["import", "libvirt"])
+            .arg(&xml),
+        secs(10),
+    );
+    assert!(r.success(), "{}", r.describe());
+    assert!(r.stdout.contains("[networks.default]"), "{}", r.describe());
+    assert!(r.stdout.contains("mode = \"nat\""), "{}", r.describe());
+    assert!(
+        r.stdout.contains("address = \"192.168.122.1/24\""),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.contains("192.168.122.2-192.168.122.254"),
+        "{}",
+        r.describe()
+    );
+    // libvirt's nat leaves the way out to the host's routing; switchboard
+    // says it must be given.
+    assert!(r.stderr.contains("uplink"), "{}", r.describe());
+
+    let lxc = dir.join("lxc-net");
+    std::fs::write(
+        &lxc,
+        "USE_LXC_BRIDGE=\"true\"\nLXC_BRIDGE=\"lxcbr0\"\nLXC_ADDR=\"10.0.3.1\"\n\
+         LXC_NETMASK=\"255.255.255.0\"\nLXC_NETWORK=\"10.0.3.0/24\"\n\
+         LXC_DHCP_RANGE=\"10.0.3.2,10.0.3.254\"\nLXC_DHCP_MAX=\"253\"\n",
+    )
+    .unwrap();
+    let r = crate::netns::run(
+        std::process::Command::new(crate::switchboard::BIN)
+            .args(["import", "lxc"])
+            .arg(&lxc),
+        secs(10),
+    );
+    assert!(r.success(), "{}", r.describe());
+    let block = r.stdout.clone();
+    assert!(block.contains("[networks.lxcbr0]"), "{block}");
+    assert!(block.contains("max_leases = 253"), "{block}");
+    // The block runs once given a way out: the host uplink.
+    let file = dir.join("lxc.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "control = {}\n{}\n[networks.lxcbr0.uplink]\nhost = true\n",
+            toml_path(&dir.join("sw").join("control")),
+            block
+                .lines()
+                .filter(|l| !l.starts_with("vde")
+                    && !l.starts_with("stream")
+                    && !l.starts_with("dgram"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace(
+                    "[networks.lxcbr0]",
+                    &format!("[networks.lxcbr0]\nvde = {}", toml_path(&dir.join("lxc")))
+                )
+                .replace(
+                    "[networks.lxcbr0.dhcp]",
+                    &format!(
+                        "[networks.lxcbr0.dhcp]\nlease_file = {}",
+                        toml_path(&dir.join("lxc.leases"))
+                    )
+                )
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("lease_file"), "{text}");
+    let sw = Switchboard::run_file(None, &dir.join("sw"), &text, &[], dir.join("sw.log"));
+    let nets = net_rows(&sw);
+    assert_eq!(nets[0]["name"], "lxcbr0", "{nets:#?}");
+    assert_eq!(nets[0]["mode"], "nat", "{nets:#?}");
+}
