@@ -1238,12 +1238,12 @@ mod tests {
 
     #[test]
     fn bad_switch_values_are_refused() {
-        let cli = Cli::try_parse_from(["switchboard", "switch", "-s", "/tmp/x", "--mtu", "20000"])
+        let cli = Cli::try_parse_from(["switchboard", "switch", "-s", "/tmp/x", "--mtu", "70000"])
             .unwrap();
         let Some(Command::Switch(args)) = cli.command else {
             panic!()
         };
-        assert!(args.to_plan().unwrap_err().0.contains("mtu 20000"));
+        assert!(args.to_plan().unwrap_err().0.contains("mtu 70000"));
     }
 
     #[test]

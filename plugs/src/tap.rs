@@ -40,10 +40,9 @@ pub const MAX_TAP_NAME: usize = 15;
 /// kernel's lower bound for Ethernet devices.
 pub const MIN_TAP_MTU: u16 = 68;
 
-/// Largest MTU accepted for a tap: the jumbo payload a batch slot can hold
-/// (see [`MAX_FRAME_SLOT`](crate::MAX_FRAME_SLOT)). A larger MTU would let the
-/// host send frames that every port would have to drop as oversized.
-pub const MAX_TAP_MTU: u16 = 9216;
+/// Largest MTU accepted for a tap: the kernel's limit for a tap, whose
+/// frames a batch slot holds (see [`MAX_FRAME_SLOT`](crate::MAX_FRAME_SLOT)).
+pub const MAX_TAP_MTU: u16 = 65520;
 
 /// How to open a tap. Options default to "leave the interface as it is".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -682,12 +681,12 @@ mod tests {
         let e = TapPlug::open(
             "sbtok",
             &TapOptions {
-                mtu: Some(20000),
+                mtu: Some(65530),
                 ..Default::default()
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("MTU 20000"), "{e}");
+        assert!(e.to_string().contains("MTU 65530"), "{e}");
     }
 
     #[test]

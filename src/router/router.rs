@@ -246,9 +246,9 @@ impl Router {
                     router.name, iface.name
                 )));
             }
-            if !(68..=9216).contains(&iface.mtu) {
+            if !(68..=65520).contains(&iface.mtu) {
                 return Err(RouterError(format!(
-                    "router {:?}: interface {:?}: mtu {} is outside 68..=9216",
+                    "router {:?}: interface {:?}: mtu {} is outside 68..=65520",
                     router.name, iface.name, iface.mtu
                 )));
             }
