@@ -189,7 +189,7 @@ pub struct SwitchArgs {
     /// Write the process id to this file.
     #[arg(short = 'p', long = "pidfile", value_name = "PIDFILE")]
     pub pidfile: Option<PathBuf>,
-    /// Payload MTU; up to 9216 for jumbo frames.
+    /// Payload MTU; up to 65520 (VDE2 clients carry at most 9216).
     #[arg(long = "mtu", default_value_t = 1500)]
     pub mtu: usize,
     /// Maximum entries in the MAC table.

@@ -20,7 +20,7 @@
 //! stream = "/run/switchboard/lan.stream"  # QEMU -netdev stream (4-byte framing)
 //! stream_tcp = "127.0.0.1:5555"  # the same over TCP
 //! dgram = "/run/switchboard/lan.dgram"    # QEMU -netdev dgram (unix), a port per VM
-//! mtu = 1500                     # payload bytes; up to 9216 for jumbo frames
+//! mtu = 1500                     # payload bytes; up to 65520 (VDE2 clients carry at most 9216)
 //! hub = false                    # flood everything, like vde_switch -x
 //! max_ports = 32                 # like vde_switch -n
 //! mac_table_size = 4096          # MAC table bound
