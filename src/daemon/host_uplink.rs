@@ -573,15 +573,25 @@ impl HostUplink {
     }
 
     /// IPv4 packets for the router to take in through its host interface
-    /// (replies to guests), at most a batch per call.
-    pub(crate) fn receive(&mut self, _now: Instant, deliver: &mut dyn FnMut(&[u8])) {
-        for _ in 0..MAX_DELIVER {
+    /// (replies to guests), at most `max` (and never more than a batch) per call;
+    /// returns how many were delivered, so the caller can pace them to the
+    /// room it has.
+    pub(crate) fn receive(
+        &mut self,
+        _now: Instant,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> usize {
+        let mut n = 0;
+        while n < max.min(MAX_DELIVER) {
             let Some(p) = self.stack.device().pop_tx() else {
                 break;
             };
             self.counters.packets_to_guests += 1;
             deliver(&p);
+            n += 1;
         }
+        n
     }
 
     /// A readiness event for one of the uplink's sockets.
@@ -1399,7 +1409,7 @@ mod tests {
 
         fn deliver(&mut self, now: Instant) {
             let (guest, other) = (&mut self.guest, &mut self.other);
-            self.uplink.receive(now, &mut |p| {
+            self.uplink.receive(now, usize::MAX, &mut |p| {
                 if p.len() > 9 && p[9] == 6 {
                     guest.push(p.to_vec());
                 } else {
@@ -1929,7 +1939,7 @@ mod tests {
         up.send(now, &syn);
         assert_eq!(up.counters().refused_tcp_full, 1);
         let mut out = Vec::new();
-        up.receive(now, &mut |p| out.push(p.to_vec()));
+        up.receive(now, usize::MAX, &mut |p| out.push(p.to_vec()));
         assert_eq!(out.len(), 1);
         let Ok(Inbound::Tcp(rst)) = packet::parse(&out[0]) else {
             panic!("not tcp")
@@ -1969,13 +1979,13 @@ mod tests {
         assert_eq!(flows[0].state, "CONNECTING");
         // The held SYN was not answered while the host connect is pending.
         let mut out = Vec::new();
-        up.receive(t0, &mut |p| out.push(p.to_vec()));
+        up.receive(t0, usize::MAX, &mut |p| out.push(p.to_vec()));
         assert!(out.is_empty());
         // Its readiness never delivered: at the deadline the guest hears
         // "host unreachable" from the gateway, quoting its SYN.
         let late = t0 + CONNECT_TIMEOUT;
         up.poll(late, poll.registry());
-        up.receive(late, &mut |p| out.push(p.to_vec()));
+        up.receive(late, usize::MAX, &mut |p| out.push(p.to_vec()));
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0][12..16], &GW.octets());
         assert_eq!((out[0][20], out[0][21]), (3, 1));

@@ -412,32 +412,62 @@ pub(super) fn uplink_ready(d: &mut Daemon, token: mio::Token, readable: bool, wr
 /// sent out of their host interfaces goes to the uplinks, what the uplinks
 /// have for the guests is routed in, and the routers' output is forwarded.
 pub(super) fn service_uplinks(d: &mut Daemon) {
-    let mut any = false;
-    for host in &d.routers {
-        let mut h = host.borrow_mut();
-        let RouterHost {
-            router,
-            outbox,
-            uplink,
-            clock,
-            ..
-        } = &mut *h;
-        let Some(uplink) = uplink else {
-            continue;
+    for r in 0..d.routers.len() {
+        let host = d.routers[r].clone();
+        let now = {
+            let mut h = host.borrow_mut();
+            let RouterHost {
+                outbox,
+                uplink,
+                clock,
+                ..
+            } = &mut *h;
+            let Some(uplink) = uplink else {
+                continue;
+            };
+            let now = clock.now();
+            while let Some(p) = outbox.host_packets.pop_front() {
+                uplink.send(now, &p);
+                outbox.spare_packets.push(p);
+            }
+            uplink.poll(now, d.poll.registry());
+            now
         };
-        any = true;
-        let now = clock.now();
-        while let Some(p) = outbox.host_packets.pop_front() {
-            uplink.send(now, &p);
-            outbox.spare_packets.push(p);
+        // In chunks the router's outbox always has room for, forwarded
+        // before the next: a window's worth of segments at once would
+        // overflow it, and every drop costs the guest's TCP a timeout.
+        for _ in 0..UPLINK_ROUNDS {
+            let delivered = {
+                let mut h = host.borrow_mut();
+                let RouterHost {
+                    router,
+                    outbox,
+                    uplink,
+                    ..
+                } = &mut *h;
+                let Some(uplink) = uplink else {
+                    break;
+                };
+                uplink.receive(now, UPLINK_CHUNK, &mut |p| {
+                    router.handle_host_packet(now, p, outbox)
+                })
+            };
+            drain_routers(d);
+            if delivered < UPLINK_CHUNK {
+                break;
+            }
         }
-        uplink.poll(now, d.poll.registry());
-        uplink.receive(now, &mut |p| router.handle_host_packet(now, p, outbox));
-    }
-    if any {
-        drain_routers(d);
     }
 }
+
+/// Packets taken from an uplink before the router's output is forwarded:
+/// well under the outbox's [`OUTBOX_BATCHES`] × 32 frames, with room for
+/// the ARP and ICMP a packet may add.
+const UPLINK_CHUNK: usize = 96;
+
+/// Chunks per uplink per turn of the loop; the rest waits for the next
+/// turn (the uplink's `poll_timeout` says it is due at once).
+const UPLINK_ROUNDS: usize = 16;
 
 /// The earliest deadline of the host uplinks.
 pub(super) fn uplinks_timeout(d: &Daemon) -> Option<crate::time::Instant> {
