@@ -874,7 +874,7 @@ impl HostUplink {
                 host_eof: false,
                 host_shut: false,
                 host_dead: false,
-                activity: Activity::new(now, IdleRule::Never),
+                activity: Activity::new_inbound(now, IdleRule::Never),
             }));
             let _ = self.tcp.insert((guest, local), slot);
             self.counters.tcp_opened += 1;
@@ -930,7 +930,7 @@ impl HostUplink {
                             listener: key,
                             peer,
                         },
-                        activity: Activity::new(now, IdleRule::Udp),
+                        activity: Activity::new_inbound(now, IdleRule::Udp),
                     }));
                     let _ = self.udp.insert((guest, seen), k);
                     if let Some(Slot::UdpListen { peers, .. }) = self.slots.get_mut(key) {
@@ -940,7 +940,7 @@ impl HostUplink {
                     k
                 }
             };
-            // Host to guest here, but it is the peer that opened the flow.
+            // The peer opened this flow: the guest answering it is the reply.
             self.datagram_to_guest(now, flow_key, n);
         }
     }

@@ -67,8 +67,11 @@ pub struct Activity {
     pub created: Instant,
     /// When a packet last crossed it either way.
     pub last: Instant,
-    /// Whether the host side has sent anything.
+    /// Whether the side that did not open the flow has answered: the host
+    /// for a guest's flow, the guest for a forwarded host port's.
     pub replied: bool,
+    /// Whether a host peer opened the flow (a forwarded port).
+    pub inbound: bool,
     /// Payload bytes from the guest to the host.
     pub bytes_to_host: u64,
     /// Payload bytes from the host to the guest.
@@ -84,22 +87,33 @@ impl Activity {
             created: now,
             last: now,
             replied: false,
+            inbound: false,
             bytes_to_host: 0,
             bytes_to_guest: 0,
             rule,
         }
     }
 
+    /// A flow a host peer opened at `now` through a forwarded port: it
+    /// counts as answered once the guest replies.
+    pub fn new_inbound(now: Instant, rule: IdleRule) -> Self {
+        Activity {
+            inbound: true,
+            ..Activity::new(now, rule)
+        }
+    }
+
     /// The guest sent `bytes` of payload.
     pub fn to_host(&mut self, now: Instant, bytes: usize) {
         self.last = self.last.max(now);
+        self.replied |= self.inbound;
         self.bytes_to_host = self.bytes_to_host.saturating_add(bytes as u64);
     }
 
     /// The host side sent `bytes` of payload.
     pub fn to_guest(&mut self, now: Instant, bytes: usize) {
         self.last = self.last.max(now);
-        self.replied = true;
+        self.replied |= !self.inbound;
         self.bytes_to_guest = self.bytes_to_guest.saturating_add(bytes as u64);
     }
 
@@ -217,6 +231,18 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inbound_flow_is_answered_by_the_guest_not_by_its_opener() {
+        let t0 = Instant::from_secs(100);
+        let mut a = Activity::new_inbound(t0, IdleRule::Udp);
+        a.to_guest(Instant::from_secs(101), 10);
+        assert!(!a.replied);
+        assert_eq!(a.expires_at(), Some(Instant::from_secs(131)));
+        a.to_host(Instant::from_secs(102), 10);
+        assert!(a.replied);
+        assert_eq!(a.expires_at(), Some(Instant::from_secs(282)));
+    }
 
     #[test]
     fn udp_expires_at_30s_then_180s_once_replied() {
