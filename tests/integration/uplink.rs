@@ -362,8 +362,20 @@ echo DONE
         "descriptors: {fds_before} before, {} after",
         fd_count(pid)
     );
-    let r = ctl(&swdir, &["conntrack", "lab"]);
+    // The UDP flow is still tracked (30 s): the guest, what it dialled and
+    // the host socket's peer, the loopback.
+    let r = ctl(&swdir, &["--json", "conntrack", "lab"]);
     assert!(r.success(), "{}", r.describe());
+    let doc: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let flows = rows(&doc, "conntrack").unwrap();
+    assert!(
+        flows.iter().any(|f| f["proto"] == "udp"
+            && f["kind"] == "host"
+            && f["inside"].as_str().is_some_and(|a| a.starts_with("10.0.2.15:"))
+            && f["outside"] == format!("10.0.2.2:{}", servers.udp).as_str()
+            && f["translated"] == format!("127.0.0.1:{}", servers.udp).as_str()),
+        "no uplink UDP flow in conntrack: {flows:#?}"
+    );
     drop(sw);
     drop(host);
 }
