@@ -239,20 +239,7 @@ fn expand_routed(
                 f.proto
             ));
         }
-        let to: SocketAddrV4 = f.to.parse().map_err(|_| {
-            format!(
-                "{at}.to: {:?} is not ADDRESS:PORT (like \"{}:22\")",
-                f.to,
-                host_example(address)
-            )
-        })?;
-        if !address.trunc().contains(to.ip()) || *to.ip() == address.addr() {
-            return Err(format!(
-                "{at}.to: {} is not a guest of the network {}; forwards lead to its hosts",
-                to.ip(),
-                address.trunc()
-            ));
-        }
+        guest_target(&at, &f.to, address)?;
         if let Some(a) = f.address
             && a != uplink_address.addr()
         {
@@ -310,20 +297,7 @@ fn expand_host_uplink(
         ));
     }
     for (n, f) in uplink.forwards.iter().enumerate() {
-        let to: SocketAddrV4 = f.to.parse().map_err(|_| {
-            format!(
-                "{at}.forwards[{n}].to: {:?} is not ADDRESS:PORT (like \"{}:22\")",
-                f.to,
-                host_example(address)
-            )
-        })?;
-        if !address.trunc().contains(to.ip()) || *to.ip() == address.addr() {
-            return Err(format!(
-                "{at}.forwards[{n}].to: {} is not a guest of the network {}",
-                to.ip(),
-                address.trunc()
-            ));
-        }
+        guest_target(&format!("{at}.forwards[{n}]"), &f.to, address)?;
     }
     let (lan_segment, segments) = lan_segment(name, net, runtime_dir);
     let lan = lan_interface(name, net, address, lan_segment, true)?;
@@ -347,6 +321,25 @@ fn expand_host_uplink(
         segments,
         routers: vec![(name.to_string(), router)],
     })
+}
+
+/// Checks a forward's `to`: ADDRESS:PORT of a guest of the network (inside
+/// its subnet, not the gateway); `at` names the forward in errors.
+fn guest_target(at: &str, to: &str, address: Ipv4Net) -> Result<SocketAddrV4, String> {
+    let target: SocketAddrV4 = to.parse().map_err(|_| {
+        format!(
+            "{at}.to: {to:?} is not ADDRESS:PORT (like \"{}:22\")",
+            host_example(address)
+        )
+    })?;
+    if !address.trunc().contains(target.ip()) || *target.ip() == address.addr() {
+        return Err(format!(
+            "{at}.to: {} is not a guest of the network {}; forwards lead to its hosts",
+            target.ip(),
+            address.trunc()
+        ));
+    }
+    Ok(target)
 }
 
 /// The network's own segment: the name of the one joined, and the new one
