@@ -371,7 +371,9 @@ echo DONE
     assert!(
         flows.iter().any(|f| f["proto"] == "udp"
             && f["kind"] == "host"
-            && f["inside"].as_str().is_some_and(|a| a.starts_with("10.0.2.15:"))
+            && f["inside"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("10.0.2.15:"))
             && f["outside"] == format!("10.0.2.2:{}", servers.udp).as_str()
             && f["translated"] == format!("127.0.0.1:{}", servers.udp).as_str()),
         "no uplink UDP flow in conntrack: {flows:#?}"
