@@ -5,16 +5,18 @@
 //! with [`SETUP_FAILED`] before the command runs, so a script never runs
 //! its command in a namespace without a network. The tap is handed out as
 //! soon as it exists, so the cable is running by the time the DHCP
-//! DISCOVER leaves.
+//! DISCOVER leaves; a DHCP lease follows it over the same socket pair
+//! just before the command is executed, for the outside to renew.
 
 use super::dhcp_client::{DhcpClient, Step};
+use super::lease_msg::LeaseMessage;
 use super::packet::{MAX_FRAME, PacketSocket};
 use super::{Addressing, Configured, DHCP_TIMEOUT, NsPlan, SETUP_FAILED};
 use super::{dhcp_frame, fdpass, netif, resolv, userns};
 use crate::mac::MacAddr;
 use crate::time::MonotonicClock;
 use std::convert::Infallible;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
 /// Sets up the namespace and executes the command; never returns (the
@@ -55,7 +57,6 @@ fn setup_and_exec(
     fdpass::send_fd(handover.as_fd(), tap.as_fd(), &name)
         .map_err(|e| setup(format!("cannot hand the tap out of the namespace: {e}")))?;
     drop(tap);
-    drop(handover);
 
     let configured = match &plan.addressing {
         Addressing::Static {
@@ -79,6 +80,7 @@ fn setup_and_exec(
         Addressing::Dhcp => {
             let mac = netif::hardware_address(&name).map_err(|e| setup(e.to_string()))?;
             let lease = obtain_lease(&name, MacAddr(mac), &plan.url_text)?;
+            tell_lease(&handover, &lease, MacAddr(mac));
             let mtu = plan.mtu.or(lease.mtu);
             if plan.mtu.is_none()
                 && let Some(m) = lease.mtu
@@ -117,6 +119,9 @@ fn setup_and_exec(
         let text = resolv::resolv_conf_text(&plan.dns, None);
         resolv::install(&text, &std::env::temp_dir()).map_err(|e| setup(e.to_string()))?;
     }
+    // With --ip nothing was said: the outside sees the socket close and
+    // has nothing to renew.
+    drop(handover);
     eprintln!("{}", configured.summary());
 
     let (prog, args) = plan
@@ -192,10 +197,33 @@ fn obtain_lease(
     }
 }
 
+/// Tells the outside the lease so that it renews it while the command
+/// runs. A lease without a time (a server breaking RFC 2131) is not told:
+/// there is nothing to plan a renewal from. Failing to tell is only
+/// warned about: the namespace works, it just will not renew.
+fn tell_lease(handover: &OwnedFd, lease: &super::dhcp_client::Lease, mac: MacAddr) {
+    let Some(lease_secs) = lease.lease_secs else {
+        return;
+    };
+    let msg = LeaseMessage {
+        address: lease.address,
+        server: lease.server,
+        lease_secs,
+        mac,
+    };
+    if let Err(e) = nix::sys::socket::send(
+        handover.as_raw_fd(),
+        &msg.encode(),
+        nix::sys::socket::MsgFlags::empty(),
+    ) {
+        eprintln!("switchboard ns: warning: the lease will not be renewed: {e}");
+    }
+}
+
 /// A random transaction id, so that namespaces started together do not
 /// take each other's replies; the clock when the kernel has no entropy
 /// call.
-fn random_xid() -> u32 {
+pub(super) fn random_xid() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: getrandom(2) writes at most 4 bytes into a 4-byte buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };

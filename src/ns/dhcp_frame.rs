@@ -32,13 +32,19 @@ const TTL: u8 = 64;
 /// 0.0.0.0:68 to 255.255.255.255:67, with IPv4 and UDP checksums filled in.
 /// `None` only if `payload` could not fit in one IPv4 packet.
 pub fn broadcast_frame(mac: MacAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    broadcast_frame_from(mac, Ipv4Addr::UNSPECIFIED, payload)
+}
+
+/// As [`broadcast_frame`], but from the address `src`: a client that holds
+/// a lease and rebinds it (RFC 2131 §4.4.5) broadcasts from that address.
+pub fn broadcast_frame_from(mac: MacAddr, src: Ipv4Addr, payload: &[u8]) -> Option<Vec<u8>> {
     let udp = UdpRepr {
         src_port: CLIENT_PORT,
         dst_port: SERVER_PORT,
     };
     let udp_len = udp.header_len() + payload.len();
     let ip = Ipv4Repr {
-        src_addr: Ipv4Addr::UNSPECIFIED,
+        src_addr: src,
         dst_addr: Ipv4Addr::BROADCAST,
         next_header: IpProtocol::Udp,
         payload_len: udp_len,

@@ -23,10 +23,11 @@
 //!    `/etc/resolv.conf` ([`resolv`]); one line on stderr says what was
 //!    configured, and the command is executed with `SWITCHBOARD_NS=1`.
 //!
-//! The lease is not renewed: the client takes one lease and the command
-//! replaces it. The segment's server keeps the address reserved for the
-//! lease time (and gives the same MAC the same address again), so only
-//! commands that outlive a lease share their address with a newcomer.
+//! The inside takes one lease and then becomes the command, so it tells
+//! the outside the lease first ([`lease_msg`]) and the outside renews it
+//! for as long as the command runs ([`renew`]), with frames it injects
+//! into the cable. If the server refuses or the lease runs out anyway, a
+//! warning says so; the namespace keeps its address.
 //!
 //! Exit status: the command's (128 + N when killed by signal N); 125 when
 //! the namespace could not be set up (no user namespaces, segment
@@ -37,9 +38,11 @@ mod child;
 pub mod dhcp_client;
 pub mod dhcp_frame;
 pub mod fdpass;
+pub mod lease_msg;
 pub mod netif;
 pub mod packet;
 mod parent;
+pub mod renew;
 pub mod resolv;
 pub mod userns;
 

@@ -10,8 +10,16 @@
 //! a pidfd, so no SIGCHLD handler races the first wait). If the segment
 //! goes away the namespace is cut off but the command keeps running: a
 //! shell should not die because a switch restarted.
+//!
+//! After the tap, the same socket pair may carry the inside's DHCP lease
+//! ([`super::lease_msg`]); the loop then also runs a [`Renewer`]: its
+//! REQUESTs join the frames toward the segment, its replies are taken out
+//! of the frames toward the tap, and its deadline bounds the wait.
 
+use super::lease_msg::{self, LeaseMessage};
+use super::renew::{Lost, Renewer};
 use crate::plug::url::Endpoint;
+use crate::time::MonotonicClock;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -22,7 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
-use switchboard_plugs::batch::ALL_FRAMES;
+use switchboard_plugs::batch::{ALL_FRAMES, BATCH_CAPACITY};
 use switchboard_plugs::tap::TapPlug;
 use switchboard_plugs::{FrameBatch, Plug, RecvStatus};
 
@@ -56,6 +64,15 @@ pub(super) fn connect(url: &Endpoint) -> io::Result<Box<dyn Plug>> {
     })
 }
 
+/// What the socket pair from the inside carries next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// The tap's descriptor.
+    Tap,
+    /// The lease, or nothing (the socket closes) with `--ip`.
+    Lease,
+}
+
 /// One side of the cable while it is open.
 struct Side {
     plug: Option<Box<dyn Plug>>,
@@ -86,6 +103,10 @@ fn run_loop(child: Pid, handover: OwnedFd, uplink: Box<dyn Plug>, label: &str) -
             .register(&mut SourceFd(&fd.as_raw_fd()), CHILD, Interest::READABLE)?;
     }
     let mut handover = Some(handover);
+    let mut stage = Handover::Tap;
+    let clock = MonotonicClock::new();
+    let mut renewer: Option<Renewer> = None;
+    let mut inject = FrameBatch::new();
     if let Some(h) = &handover {
         poll.registry()
             .register(&mut SourceFd(&h.as_raw_fd()), HANDOVER, Interest::READABLE)?;
@@ -110,13 +131,20 @@ fn run_loop(child: Pid, handover: OwnedFd, uplink: Box<dyn Plug>, label: &str) -
         if let Some(code) = try_wait(child) {
             return Ok(code);
         }
+        if let Some(r) = renewer.as_mut() {
+            renew_step(r, &clock, &mut inject, &mut sides[0]);
+        }
         let busy = sides.iter().any(|s| s.ready && s.plug.is_some());
+        let renew_at = renewer
+            .as_ref()
+            .and_then(Renewer::deadline)
+            .map(|at| clock.until(at));
         let timeout = if busy {
             Some(Duration::ZERO)
         } else if pidfd.is_none() {
-            Some(CHILD_CHECK)
+            Some(renew_at.map_or(CHILD_CHECK, |d| d.min(CHILD_CHECK)))
         } else {
-            None
+            renew_at
         };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
@@ -133,23 +161,54 @@ fn run_loop(child: Pid, handover: OwnedFd, uplink: Box<dyn Plug>, label: &str) -
                     }
                 }
                 HANDOVER => {
-                    if let Some(h) = handover.take() {
-                        let _ = poll.registry().deregister(&mut SourceFd(&h.as_raw_fd()));
-                        match super::fdpass::recv_fd(h.as_fd()) {
-                            Ok(Some((fd, name))) => {
-                                let mut tap = TapPlug::from_fd(fd, &name)?;
-                                poll.registry().register(
-                                    &mut tap,
-                                    TAP,
-                                    Interest::READABLE | Interest::WRITABLE,
-                                )?;
-                                sides[1].plug = Some(Box::new(tap));
-                                sides[1].ready = true;
+                    // Edge-triggered: take everything that is there now.
+                    while let Some(h) = handover.as_ref() {
+                        let next = match stage {
+                            Handover::Tap => match super::fdpass::recv_fd(h.as_fd()) {
+                                Ok(Some((fd, name))) => {
+                                    let mut tap = TapPlug::from_fd(fd, &name)?;
+                                    poll.registry().register(
+                                        &mut tap,
+                                        TAP,
+                                        Interest::READABLE | Interest::WRITABLE,
+                                    )?;
+                                    sides[1].plug = Some(Box::new(tap));
+                                    sides[1].ready = true;
+                                    Some(Handover::Lease)
+                                }
+                                // The child failed before handing the tap
+                                // over; it said why and is exiting.
+                                Ok(None) => None,
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "no tap from the namespace");
+                                    None
+                                }
+                            },
+                            Handover::Lease => match recv_lease(h.as_fd()) {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                Ok(lease) => {
+                                    renewer = lease.map(|l| {
+                                        Renewer::new(&l, super::child::random_xid(), clock.now())
+                                    });
+                                    None
+                                }
+                                Err(e) => {
+                                    eprintln!(
+                                        "switchboard ns: warning: the lease will not be renewed: {e}"
+                                    );
+                                    None
+                                }
+                            },
+                        };
+                        match next {
+                            Some(n) => stage = n,
+                            None => {
+                                if let Some(h) = handover.take() {
+                                    let _ =
+                                        poll.registry().deregister(&mut SourceFd(&h.as_raw_fd()));
+                                }
                             }
-                            // The child failed before handing the tap over;
-                            // it said why and is exiting.
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(error = %e, "no tap from the namespace"),
                         }
                     }
                 }
@@ -190,7 +249,33 @@ fn run_loop(child: Pid, handover: OwnedFd, uplink: Box<dyn Plug>, label: &str) -
             if !batch.is_empty()
                 && let Some(out) = to.plug.as_mut()
             {
-                out.send_batch(&batch, &ALL_FRAMES[..batch.len()]);
+                match renewer.as_mut() {
+                    // From the segment: the renewer's replies stop here.
+                    Some(r) if i == 0 => {
+                        let now = clock.now();
+                        let renewed = r.renewed();
+                        let mut pass = [0u16; BATCH_CAPACITY];
+                        let mut n = 0;
+                        for (k, &index) in ALL_FRAMES[..batch.len()].iter().enumerate() {
+                            if !r.receive(now, batch.frame(k)) {
+                                pass[n] = index;
+                                n += 1;
+                            }
+                        }
+                        if n > 0 {
+                            out.send_batch(&batch, &pass[..n]);
+                        }
+                        if r.renewed() != renewed {
+                            tracing::debug!(
+                                expires_in = ?clock.until(r.expiry()),
+                                "lease renewed"
+                            );
+                        }
+                    }
+                    _ => {
+                        out.send_batch(&batch, &ALL_FRAMES[..batch.len()]);
+                    }
+                }
             }
             match status {
                 RecvStatus::More => {}
@@ -209,6 +294,63 @@ fn run_loop(child: Pid, handover: OwnedFd, uplink: Box<dyn Plug>, label: &str) -
             }
         }
     }
+}
+
+/// Sends what the renewer has due toward the segment and says, once, if
+/// the lease was lost.
+fn renew_step(r: &mut Renewer, clock: &MonotonicClock, inject: &mut FrameBatch, uplink: &mut Side) {
+    inject.clear();
+    while let Some(frame) = r.poll(clock.now()) {
+        if !inject.push(&frame) {
+            break;
+        }
+    }
+    if !inject.is_empty()
+        && let Some(p) = uplink.plug.as_mut()
+    {
+        p.send_batch(inject, &ALL_FRAMES[..inject.len()]);
+    }
+    match r.take_lost() {
+        Some(Lost::Refused) => eprintln!(
+            "switchboard ns: warning: the DHCP server refused to renew the address lease; \
+             the address lease was lost (the namespace keeps the address, which the server \
+             may give to another host)"
+        ),
+        Some(Lost::Expired) => eprintln!(
+            "switchboard ns: warning: the address lease was lost: it expired without a \
+             renewal (the namespace keeps the address, which the server may give to \
+             another host)"
+        ),
+        None => {}
+    }
+}
+
+/// The lease message from the inside, if one comes: `Ok(None)` when the
+/// socket closed without one (`--ip`, or the inside failed).
+///
+/// # Errors
+///
+/// `WouldBlock` when nothing has arrived yet; `InvalidData` for a message
+/// that is not a lease record.
+fn recv_lease(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<LeaseMessage>> {
+    // Longer than a record, so that a longer message shows as one.
+    let mut buf = [0u8; 2 * lease_msg::LEN];
+    let n = nix::sys::socket::recv(
+        sock.as_raw_fd(),
+        &mut buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    LeaseMessage::decode(buf.get(..n).unwrap_or_default())
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the inside sent {n} bytes that are not a lease"),
+            )
+        })
 }
 
 /// A pidfd for `child` (readable once it exits), or `None` on kernels

@@ -12,7 +12,7 @@
 
 use crate::netns::{Need, Proc, Ran, TestDir, run, secs, wait_until, which};
 use crate::skip_unless;
-use crate::switchboard::{BIN, Switchboard, toml_path};
+use crate::switchboard::{BIN, Switchboard, rows, toml_path};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -360,6 +360,74 @@ fn no_dhcp_server_and_no_switch_are_reported_without_running_the_command() {
             "cannot reach the segment {missing}: no VDE switch"
         )),
         "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn the_outside_renews_the_lease_while_the_command_runs() {
+    if let Some(reason) = unprivileged_skip() {
+        eprintln!("SKIP: {reason}");
+        return;
+    }
+    let dir = open_dir("ns-renew");
+    // 60 s is the server's shortest lease: renewal is due at 30 s.
+    let config = format!(
+        r#"control = {control}
+
+[segments.lan]
+vde = {vde}
+mode = "0666"
+dirmode = "0777"
+
+[routers.gw.interfaces.lan]
+segment = "lan"
+addresses = ["10.0.8.1/24"]
+
+[routers.gw.interfaces.lan.dhcp]
+ranges = ["10.0.8.100-10.0.8.120"]
+lease_secs = 60
+lease_file = {leases}
+"#,
+        control = toml_path(&dir.join("sw").join("control")),
+        vde = toml_path(&dir.join("lan")),
+        leases = toml_path(&dir.join("lan.leases")),
+    );
+    let sw = Switchboard::run_file(None, &dir.join("sw"), &config, &[], dir.join("sw.log"));
+
+    let url = format!("vde://{}", dir.join("lan").display());
+    let r = run(
+        &mut ns_command(dir.path(), &[&url, "--", "sleep", "50"]),
+        secs(65),
+    );
+    assert!(r.success(), "switchboard ns failed: {}", r.describe());
+    let line = summary_line(&r);
+    let addr = line
+        .strip_prefix("switchboard ns: eth0 ")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(a, _)| a.to_string())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    assert!(
+        !r.stderr.contains("lease was lost"),
+        "the renewal failed: {}",
+        r.describe()
+    );
+
+    // Taken ~50 s ago: unrenewed it would have under 15 s left; renewed at
+    // ~30 s, about 40.
+    let doc = sw.ctl_json(&["leases"]);
+    let rows = rows(&doc, "leases").unwrap_or_else(|| panic!("no leases in {doc}"));
+    let lease = rows
+        .iter()
+        .find(|l| l.get("ip").and_then(serde_json::Value::as_str) == Some(addr.as_str()))
+        .unwrap_or_else(|| panic!("no lease for {addr} in {doc:#}"));
+    assert_eq!(lease["state"], "bound", "{lease:#}");
+    let left = lease["expires_in_secs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no expiry: {lease:#}"));
+    assert!(
+        left > 25,
+        "the lease has {left} s left: not renewed? {lease:#}\n{}",
         r.describe()
     );
 }
