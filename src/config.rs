@@ -1749,18 +1749,18 @@ mod tests {
     #[test]
     fn mgmt_console_keys() {
         let p = plan(
-            "mgmt = \"/tmp/sb/mgmt\"\nmgmt_mode = \"0660\"\nmgmt_group = \"0\"\n[segments.a]\n",
+            "mgmt = \"/srv/switchboard-test/mgmt\"\nmgmt_mode = \"0660\"\nmgmt_group = \"0\"\n[segments.a]\n",
         )
         .unwrap();
         assert_eq!(
             p.mgmt,
             Some(MgmtPlan {
-                path: PathBuf::from("/tmp/sb/mgmt"),
+                path: PathBuf::from("/srv/switchboard-test/mgmt"),
                 mode: 0o660,
                 group: Some(0),
             })
         );
-        let p = plan("mgmt = \"/tmp/sb/mgmt\"\n[segments.a]\n").unwrap();
+        let p = plan("mgmt = \"/srv/switchboard-test/mgmt\"\n[segments.a]\n").unwrap();
         assert_eq!(p.mgmt.map(|m| (m.mode, m.group)), Some((0o600, None)));
         assert_eq!(plan("[segments.a]\n").unwrap().mgmt, None);
         let e = plan("mgmt_mode = \"0660\"\n[segments.a]\n").unwrap_err().0;
@@ -1775,9 +1775,9 @@ mod tests {
     fn full_example_parses() {
         let p = plan(
             r#"
-control = "/tmp/sb/control"
+control = "/srv/switchboard-test/control"
 [segments.lan]
-vde = "/tmp/sb/lan"
+vde = "/srv/switchboard-test/lan"
 taps = ["tap0", "tap1"]
 mtu = 9000
 hub = true
@@ -1787,15 +1787,15 @@ mac_aging_secs = 60
 mode = "0660"
 dirmode = "2770"
 group = "0"
-stream = "/tmp/sb/lan.stream"
+stream = "/srv/switchboard-test/lan.stream"
 stream_tcp = "127.0.0.1:5555"
-dgram = "/tmp/sb/lan.dgram"
+dgram = "/srv/switchboard-test/lan.dgram"
 [segments.wan]
 taps = ["tap2"]
 "#,
         )
         .unwrap();
-        assert_eq!(p.control, PathBuf::from("/tmp/sb/control"));
+        assert_eq!(p.control, PathBuf::from("/srv/switchboard-test/control"));
         assert_eq!(p.segments.len(), 2);
         let lan = &p.segments[0];
         assert_eq!(lan.config.name, "lan");
@@ -1808,9 +1808,15 @@ taps = ["tap2"]
         assert_eq!(vde.perms.dirmode, Some(0o2770));
         assert_eq!(vde.perms.group, Some(0));
         assert_eq!(lan.taps, vec!["tap0", "tap1"]);
-        assert_eq!(lan.stream.as_deref(), Some(Path::new("/tmp/sb/lan.stream")));
+        assert_eq!(
+            lan.stream.as_deref(),
+            Some(Path::new("/srv/switchboard-test/lan.stream"))
+        );
         assert_eq!(lan.stream_tcp, Some("127.0.0.1:5555".parse().unwrap()));
-        assert_eq!(lan.dgram.as_deref(), Some(Path::new("/tmp/sb/lan.dgram")));
+        assert_eq!(
+            lan.dgram.as_deref(),
+            Some(Path::new("/srv/switchboard-test/lan.dgram"))
+        );
         assert!(p.segments[1].vde.is_none());
         assert!(p.segments[1].dgram.is_none());
     }
