@@ -34,7 +34,16 @@ pub(crate) struct ServiceIo {
     answers: Vec<UpstreamResponse>,
     /// Each DHCP server's `exhausted` count when last logged, and when.
     exhausted_logged: Vec<(IfaceId, u64, Option<crate::time::Instant>)>,
+    /// The router's name, for log lines (kept so the loop never builds it).
+    router: String,
+    /// After a lease file could not be written: no new attempt before this.
+    save_retry_at: Option<crate::time::Instant>,
 }
+
+/// How long after a failed lease file write the next attempt waits, so a
+/// full or read-only disk costs one try and one log line per interval, not
+/// one per turn of the loop.
+const SAVE_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The least time between two "pool exhausted" log lines of one server: a
 /// full pool under a DISCOVER flood must not flood the log too.
@@ -98,6 +107,7 @@ pub(super) fn open_services(
         services.publish_restored_names();
     }
     h.services.lease_files = files;
+    h.services.router = name.clone();
     let wants_dns = h.router.services().is_some_and(|s| s.dns().is_some());
     drop(guard);
     if wants_dns {
@@ -165,9 +175,11 @@ pub(super) fn flush_services(d: &mut Daemon) {
             }
             h.services.queries = queries;
         }
-        let name = h.router.name().to_string();
+        let name = &h.services.router;
         let files = &h.services.lease_files;
         let logged = &mut h.services.exhausted_logged;
+        let may_save = h.services.save_retry_at.is_none_or(|t| now >= t);
+        let retry_at = &mut h.services.save_retry_at;
         if let Some(services) = h.router.services_mut() {
             for (id, server) in services.dhcp_servers_mut() {
                 let exhausted = server.counters().exhausted;
@@ -191,7 +203,7 @@ pub(super) fn flush_services(d: &mut Daemon) {
                     *seen = exhausted;
                     *at = Some(now);
                 }
-                if !server.is_dirty() {
+                if !server.is_dirty() || !may_save {
                     continue;
                 }
                 let Some((_, path)) = files.iter().find(|(i, _)| *i == id) else {
@@ -199,10 +211,14 @@ pub(super) fn flush_services(d: &mut Daemon) {
                 };
                 let text = format_leases(&server.export(now, unix_now()));
                 match write_atomically(path, text.as_bytes()) {
-                    Ok(()) => server.mark_saved(),
-                    // Kept dirty: the next change (or turn) tries again.
+                    Ok(()) => {
+                        server.mark_saved();
+                        *retry_at = None;
+                    }
+                    // Kept dirty: tried again after the interval.
                     Err(e) => {
-                        tracing::warn!(router = %name, file = %path.display(), error = %e, "cannot save leases")
+                        tracing::warn!(router = %name, file = %path.display(), error = %e, "cannot save leases; trying again in 5 s");
+                        *retry_at = Some(now + SAVE_RETRY_INTERVAL);
                     }
                 }
             }
