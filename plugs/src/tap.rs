@@ -25,8 +25,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
@@ -43,6 +43,11 @@ pub const MIN_TAP_MTU: u16 = 68;
 /// Largest MTU accepted for a tap: the kernel's limit for a tap, whose
 /// frames a batch slot holds (see [`MAX_FRAME_SLOT`](crate::MAX_FRAME_SLOT)).
 pub const MAX_TAP_MTU: u16 = 65520;
+
+/// Receives on one tap this close together mean frames are arriving
+/// faster than one per turn of the event loop: the tap is then read until
+/// its queue is empty, not one frame at a time.
+pub const BUSY_WINDOW: Duration = Duration::from_micros(200);
 
 /// How to open a tap. Options default to "leave the interface as it is".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +75,12 @@ pub struct TapPlug {
     description: String,
     created: bool,
     offload: bool,
+    /// When the last receive began: receives closer together than
+    /// [`BUSY_WINDOW`] mean the tap is under load (see
+    /// [`recv_batch`](Plug::recv_batch)).
+    last_recv: Option<Instant>,
+    /// [`BUSY_WINDOW`], kept per plug so tests can pin either behaviour.
+    busy_window: Duration,
 }
 
 impl std::fmt::Debug for TapPlug {
@@ -149,6 +160,8 @@ impl TapPlug {
             description: format!("tap {name}"),
             created: !existed,
             offload: opts.offload,
+            last_recv: None,
+            busy_window: BUSY_WINDOW,
         })
     }
 
@@ -179,6 +192,8 @@ impl TapPlug {
             description: format!("tap {name}"),
             created: true,
             offload: false,
+            last_recv: None,
+            busy_window: BUSY_WINDOW,
         })
     }
 
@@ -202,8 +217,25 @@ impl AsRawFd for TapPlug {
 }
 
 impl Plug for TapPlug {
+    /// Reads frames into `batch`.
+    ///
+    /// A tap hands over one frame per `read`, and only a read that fails
+    /// with `EAGAIN` tells that its queue is empty. On an idle path (a
+    /// ping, a DNS query) that extra read would sit between each frame and
+    /// its forwarding, on every hop of every round trip. So when the
+    /// previous receive is older than [`BUSY_WINDOW`], one frame is read
+    /// and the tap reported drained: the tap is registered level-triggered
+    /// (see the `Source` impl), so a frame left behind makes the next poll
+    /// return at once. Under load receives come close together and the
+    /// queue is read until it is empty or the batch is full, one poll per
+    /// batch.
     fn recv_batch(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
         let fd = self.dev.as_raw_fd();
+        let now = Instant::now();
+        let busy = self
+            .last_recv
+            .is_some_and(|t| now.saturating_duration_since(t) < self.busy_window);
+        self.last_recv = Some(now);
         loop {
             let offload = self.offload;
             let Some(slot) = batch.next_slot() else {
@@ -225,8 +257,16 @@ impl Plug for TapPlug {
                     let frame_len = n.saturating_sub(Offload::HEADER_LEN);
                     let meta = Offload::parse(&hdr).unwrap_or_default();
                     batch.commit_offloaded(frame_len, meta);
+                    if !busy {
+                        return Ok(RecvStatus::Drained);
+                    }
                 }
-                Ok(n) => batch.commit(n),
+                Ok(n) => {
+                    batch.commit(n);
+                    if !busy {
+                        return Ok(RecvStatus::Drained);
+                    }
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok(RecvStatus::Drained),
                     io::ErrorKind::Interrupted => continue,
@@ -296,27 +336,67 @@ impl Plug for TapPlug {
     }
 }
 
+/// Taps are registered level-triggered, unlike every other mio source:
+/// [`recv_batch`](Plug::recv_batch) may leave frames queued on an idle tap
+/// to save the read that would only say "empty", and a level-triggered
+/// registration reports those frames again at the next poll. Only read
+/// interest is registered: a tap's `write` never waits for room, and a
+/// level-triggered writable interest would make every poll return at once.
+/// The event carries `token` exactly as mio's own registrations do (mio
+/// stores the token in the epoll event's data word), so the event loop
+/// cannot tell the difference.
 impl mio::event::Source for TapPlug {
     fn register(
         &mut self,
         registry: &Registry,
         token: Token,
-        interests: Interest,
+        _interests: Interest,
     ) -> io::Result<()> {
-        SourceFd(&self.dev.as_raw_fd()).register(registry, token, interests)
+        epoll_level(
+            registry,
+            libc::EPOLL_CTL_ADD,
+            self.dev.as_raw_fd(),
+            Some(token),
+        )
     }
 
     fn reregister(
         &mut self,
         registry: &Registry,
         token: Token,
-        interests: Interest,
+        _interests: Interest,
     ) -> io::Result<()> {
-        SourceFd(&self.dev.as_raw_fd()).reregister(registry, token, interests)
+        epoll_level(
+            registry,
+            libc::EPOLL_CTL_MOD,
+            self.dev.as_raw_fd(),
+            Some(token),
+        )
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.dev.as_raw_fd()).deregister(registry)
+        epoll_level(registry, libc::EPOLL_CTL_DEL, self.dev.as_raw_fd(), None)
+    }
+}
+
+/// Adds, changes or removes `fd` in the epoll set behind `registry`,
+/// level-triggered, for reading, with `token` as the event's data.
+pub(crate) fn epoll_level(
+    registry: &Registry,
+    op: libc::c_int,
+    fd: RawFd,
+    token: Option<Token>,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+        u64: token.map_or(0, |t| t.0 as u64),
+    };
+    // SAFETY: plain syscall on descriptors we hold; `ev` outlives it.
+    let r = unsafe { libc::epoll_ctl(registry.as_raw_fd(), op, fd, &mut ev) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -753,6 +833,8 @@ mod tests {
             "frames_sent_on_the_interface_are_received_in_batches",
             || {
                 let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+                // always under load: every receive reads until empty
+                plug.busy_window = Duration::from_secs(3600);
                 let sock = PacketSocket::bind(TAP);
                 let m = marker(2);
                 const N: u16 = 40;
@@ -795,6 +877,66 @@ mod tests {
                 assert_eq!(seen, (0..N).collect::<Vec<_>>(), "all frames, in order");
                 batch.clear();
                 assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+            },
+        );
+    }
+
+    #[test]
+    fn an_idle_tap_is_read_one_frame_per_poll_without_losing_any() {
+        in_fresh_netns(
+            "an_idle_tap_is_read_one_frame_per_poll_without_losing_any",
+            || {
+                let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
+                // never under load: one frame per receive
+                plug.busy_window = Duration::ZERO;
+                let mut poll = mio::Poll::new().unwrap();
+                poll.registry()
+                    .register(&mut plug, Token(9), Interest::READABLE | Interest::WRITABLE)
+                    .unwrap();
+                let mut events = mio::Events::with_capacity(4);
+                let mut ready = |poll: &mut mio::Poll, t: Duration| {
+                    poll.poll(&mut events, Some(t)).unwrap();
+                    let mine: Vec<_> = events.iter().filter(|e| e.token() == Token(9)).collect();
+                    assert!(mine.iter().all(|e| e.is_readable()), "only read interest");
+                    !mine.is_empty()
+                };
+                // nothing queued: no event at all, even though the tap is
+                // always writable (a level-triggered writable interest
+                // would make every poll return at once)
+                let _ = ready(&mut poll, Duration::ZERO);
+                plug.recv_batch(&mut FrameBatch::new()).unwrap();
+                assert!(!ready(&mut poll, Duration::from_millis(50)));
+
+                let sock = PacketSocket::bind(TAP);
+                let m = marker(6);
+                for i in 0..3 {
+                    sock.send(&test_frame(&m, i, 100));
+                }
+                let mut seen = Vec::new();
+                let mut batch = FrameBatch::new();
+                for _ in 0..50 {
+                    if !ready(&mut poll, Duration::from_secs(2)) {
+                        break;
+                    }
+                    batch.clear();
+                    assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+                    assert!(batch.len() <= 1, "an idle tap is read one frame at a time");
+                    for i in 0..batch.len() {
+                        let f = batch.frame(i);
+                        if f.len() == 100 && f[14..22] == m {
+                            seen.push(u16::from_be_bytes([f[22], f[23]]));
+                        }
+                    }
+                    if seen.len() == 3 {
+                        break;
+                    }
+                }
+                assert_eq!(seen, vec![0, 1, 2], "frames left queued are reported again");
+                assert!(
+                    !ready(&mut poll, Duration::from_millis(50)),
+                    "a drained tap is not reported"
+                );
+                poll.registry().deregister(&mut plug).unwrap();
             },
         );
     }
