@@ -15,6 +15,10 @@
 #           tx and rx checksum): 1500-byte frames, as on a plain tap
 #   sbofl   switchboard as above with tap_offload = true (the default):
 #           TSO super-frames routed whole (not in the default rows)
+#   sbnapi  switchboard as sb with tap_napi_thread = true: the kernel
+#           delivers what switchboard writes to a tap from a NAPI thread of
+#           its own instead of inside the write (not in the default rows;
+#           sboflnapi: the same with offloads)
 #   kernelofl  Linux forwarding with veth offloads left on (GRO/TSO), the
 #           reference for sbofl (not in the default rows)
 #   vdel3   vde_l3 (vde2's userspace router) between two vde_switches, each
@@ -83,6 +87,8 @@ has_link() { ip -n "$1" link show "$2"; }
 
 setup_sb() { sb_router false "switchboard router (taps)"; }
 setup_sbofl() { sb_router true "switchboard router, offloads"; }
+setup_sbnapi() { sb_router false "switchboard router, NAPI thread" true; }
+setup_sboflnapi() { sb_router true "switchboard, offloads, NAPI thread" true; }
 
 # sb_router OFFLOAD LABEL : switchboard routing between two tap segments.
 sb_router() {
@@ -94,11 +100,13 @@ control = "$ctl"
 [segments.lan]
 taps = ["$P-l0"]
 tap_offload = $1
+tap_napi_thread = ${3:-false}
 mtu = 1500
 
 [segments.wan]
 taps = ["$P-w0"]
 tap_offload = $1
+tap_napi_thread = ${3:-false}
 mtu = 1500
 
 [routers.gw.interfaces.lan]
@@ -115,6 +123,12 @@ EOF
   wait_for "tap $P-w0" 10 has_link "$r" "$P-w0"
   ip -n "$r" link set "$P-l0" netns "$P-lan"
   ip -n "$r" link set "$P-w0" netns "$P-wan"
+  if [ "$1" = false ]; then
+    # Plain taps: no GRO either (it would merge frames on a NAPI tap), as on
+    # the kernel row's veths.
+    ip netns exec "$P-lan" ethtool -K "$P-l0" gro off >/dev/null 2>&1 || warn "ethtool gro off failed"
+    ip netns exec "$P-wan" ethtool -K "$P-w0" gro off >/dev/null 2>&1 || warn "ethtool gro off failed"
+  fi
   hosts "$P-l0" "$P-w0"
   LABEL=$2
 }

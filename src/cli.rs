@@ -202,6 +202,11 @@ pub struct SwitchArgs {
     /// MTU-sized, as with vde_switch.
     #[arg(long = "no-offload")]
     pub no_offload: bool,
+    /// Have a kernel thread deliver the frames written to the taps
+    /// (threaded NAPI): about twice the throughput with plain frames on
+    /// two cores, about 30 µs more per round trip on an idle path.
+    #[arg(long = "napi-thread")]
+    pub napi_thread: bool,
     /// Also listen for QEMU `-netdev stream` clients on this Unix socket.
     #[arg(long = "stream", value_name = "PATH")]
     pub stream: Option<PathBuf>,
@@ -413,6 +418,7 @@ impl SwitchArgs {
                 vlans: Vec::new(),
                 tap_vlans: Vec::new(),
                 tap_offload: !self.no_offload,
+                tap_napi_thread: self.napi_thread,
                 stream: self.stream.clone(),
                 stream_tcp: self.stream_tcp,
                 dgram: self.dgram.clone(),

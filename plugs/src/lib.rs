@@ -84,6 +84,7 @@ pub mod offload;
 pub mod sealed;
 pub mod stream;
 pub mod tap;
+pub mod tap_napi;
 #[cfg(test)]
 mod test_util;
 pub mod udp_tunnel;

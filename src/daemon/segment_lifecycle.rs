@@ -87,6 +87,7 @@ fn attach_all(d: &mut Daemon, id: SegmentId, seg: &SegmentPlan) -> Result<(), Da
         let opts = TapOptions {
             mtu: (seg.config.mtu != 1500).then_some(seg.config.mtu as u16),
             offload: seg.tap_offload,
+            napi_thread: seg.tap_napi_thread,
         };
         let plug = TapPlug::open(tap, &opts).map_err(|e| DaemonError::Setup(e.to_string()))?;
         let description = plug.description().to_string();
