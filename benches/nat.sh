@@ -12,6 +12,8 @@
 #           (tap_offload = false, MTU 1500) and one router joining them with
 #           a [[routers.gw.masquerade]] rule out of its wan interface; the
 #           taps are moved into lan and wan
+#   sbnapi  the same with tap_napi_thread = true: the kernel delivers what
+#           switchboard writes to a tap from a NAPI thread (not a default row)
 #   kernel  Linux in a middle namespace: ip_forward=1 and
 #           `iptables -t nat -A POSTROUTING -s 10.79.1.0/24 -o WAN -j MASQUERADE`
 #           (nft when iptables is missing), joined to lan and wan by veth
@@ -95,7 +97,12 @@ offloads_off() {
 has_link() { ip -n "$1" link show "$2"; }
 
 SB_CTL=""
-setup_sb() {
+setup_sb() { sb_nat false "switchboard masquerade (taps)"; }
+setup_sbnapi() { sb_nat true "switchboard masquerade, NAPI thread"; }
+
+# sb_nat NAPI LABEL : switchboard masquerading between two plain tap
+# segments; NAPI true gives the taps a NAPI thread (tap_napi_thread).
+sb_nat() {
   local r="$P-rt" conf="$TMPD/${SCN}switchboard.toml"
   SB_CTL="$TMPD/${SCN}control"
   mk_ns "$P-lan"; mk_ns "$r"; mk_ns "$P-wan"
@@ -105,11 +112,13 @@ control = "$SB_CTL"
 [segments.lan]
 taps = ["$P-l0"]
 tap_offload = false
+tap_napi_thread = $1
 mtu = 1500
 
 [segments.wan]
 taps = ["$P-w0"]
 tap_offload = false
+tap_napi_thread = $1
 mtu = 1500
 
 [routers.gw.interfaces.lan]
@@ -131,8 +140,11 @@ EOF
   wait_for "tap $P-w0" 10 has_link "$r" "$P-w0"
   ip -n "$r" link set "$P-l0" netns "$P-lan"
   ip -n "$r" link set "$P-w0" netns "$P-wan"
+  # Plain taps: no GRO either, as on the kernel row's veths.
+  ip netns exec "$P-lan" ethtool -K "$P-l0" gro off >/dev/null 2>&1 || warn "ethtool gro off failed"
+  ip netns exec "$P-wan" ethtool -K "$P-w0" gro off >/dev/null 2>&1 || warn "ethtool gro off failed"
   hosts "$P-l0" "$P-w0"
-  LABEL="switchboard masquerade (taps)"
+  LABEL=$2
 }
 
 setup_kernel() {
