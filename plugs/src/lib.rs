@@ -156,6 +156,29 @@ pub trait Plug: mio::event::Source {
         Ok(())
     }
 
+    /// Brings what the event loop watches the plug's descriptors for in
+    /// line with what the plug waits for now, using the registry and token
+    /// the plug was registered with. The event loop calls it after every
+    /// receive from the plug, every send to it and every
+    /// [`on_writable`](Self::on_writable); it must cost next to nothing when
+    /// nothing changed.
+    ///
+    /// It exists because a registration costs the peer, too: every datagram
+    /// the peer sends us runs our epoll callback inside the peer's system
+    /// call. A plug that the event loop serves from its ready queue anyway
+    /// need not make the peer pay for readiness it would ignore. An error
+    /// means the registration may be out of date; the event loop unplugs a
+    /// port whose receive side it can no longer watch.
+    ///
+    /// The default keeps the registration the event loop made.
+    fn refresh_interest(
+        &mut self,
+        _registry: &mio::Registry,
+        _token: mio::Token,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Checks, without blocking, whether the peer is still there. The daemon
     /// calls this a few times a second, to catch a departure whose event was
     /// consumed together with data. Plugs whose departure always shows up in

@@ -140,6 +140,7 @@ impl Daemon {
     /// served until [`run`](Self::run).
     pub fn new(plan: &Plan, opts: &DaemonOptions) -> Result<Daemon, DaemonError> {
         let poll = Poll::new().map_err(DaemonError::Io)?;
+        let forwarder = Forwarder::new(poll.registry().try_clone().map_err(DaemonError::Io)?);
         let mut d = Daemon {
             poll,
             engine: Engine::new(),
@@ -147,7 +148,7 @@ impl Daemon {
             endpoints: Slab::new(),
             port_tokens: Vec::new(),
             ready: VecDeque::new(),
-            forwarder: Forwarder::new(),
+            forwarder,
             dirs: Vec::new(),
             hubs: Vec::new(),
             routers: Vec::new(),
@@ -557,8 +558,16 @@ impl Daemon {
         };
         match ep {
             Endpoint::Port { plug, queued, .. } => {
-                if writable && let Err(e) = plug.on_writable() {
-                    tracing::warn!(error = %e, "port write failed");
+                if writable {
+                    if let Err(e) = plug.on_writable() {
+                        tracing::warn!(error = %e, "port write failed");
+                    }
+                    // The flush may have emptied a backlog: stop watching
+                    // for room (a failure leaves the old registration,
+                    // tried again on the next refresh).
+                    if let Err(e) = plug.refresh_interest(self.poll.registry(), token) {
+                        tracing::debug!(error = %e, "cannot update what the port is watched for");
+                    }
                 }
                 if readable && !*queued {
                     *queued = true;

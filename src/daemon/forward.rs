@@ -15,7 +15,7 @@ use super::soft_offload::SoftOffload;
 use crate::switch::vlan::write_with_tag;
 use crate::switch::{Egress, Engine, PortId, TagAction};
 use crate::time::Instant;
-use mio::Token;
+use mio::{Registry, Token};
 use slab::Slab;
 use std::cell::RefCell;
 use std::io;
@@ -51,10 +51,16 @@ struct Fanout {
     touched: Vec<PortId>,
     /// Segmentation and checksums for ports without offload support.
     soft: SoftOffload,
+    /// The event loop's registry (a handle on the same epoll set), so a
+    /// plug can change what it is watched for right after a receive or a
+    /// send (see `Plug::refresh_interest`).
+    registry: Registry,
 }
 
 impl Forwarder {
-    pub(crate) fn new() -> Self {
+    /// A forwarder whose plugs update their registrations through
+    /// `registry`, which must belong to the event loop's `Poll`.
+    pub(crate) fn new(registry: Registry) -> Self {
         Forwarder {
             batch: FrameBatch::new(),
             sources: [PeerId::NONE; BATCH_CAPACITY],
@@ -66,6 +72,7 @@ impl Forwarder {
                 retagged: FrameBatch::new(),
                 touched: Vec::with_capacity(64),
                 soft: SoftOffload::new(),
+                registry,
             },
         }
     }
@@ -102,13 +109,20 @@ impl Forwarder {
         *queued = false;
         let ingress = *port;
         self.batch.clear();
-        let status = match plug.recv_batch(&mut self.batch) {
+        let mut status = match plug.recv_batch(&mut self.batch) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(port = ingress.index(), kind = plug.kind(), error = %e, "receive failed; unplugging the port");
                 RecvStatus::Closed
             }
         };
+        if status != RecvStatus::Closed
+            && let Err(e) = plug.refresh_interest(&self.fanout.registry, token)
+        {
+            // A port whose input can no longer be watched would go deaf.
+            tracing::warn!(port = ingress.index(), kind = plug.kind(), error = %e, "cannot watch the port; unplugging it");
+            status = RecvStatus::Closed;
+        }
         if !self.batch.is_empty() {
             self.fanout.forward(
                 &self.batch,
@@ -225,13 +239,10 @@ impl Fanout {
         }
         for out in self.touched.drain(..) {
             let which = &mut self.pending[out.index()];
-            let target = port_tokens
-                .get(out.index())
-                .copied()
-                .flatten()
-                .and_then(|t| endpoints.get_mut(t.0));
+            let token = port_tokens.get(out.index()).copied().flatten();
+            let target = token.and_then(|t| endpoints.get_mut(t.0));
             let rewrites = &mut self.rewrites[out.index()];
-            if let Some(Endpoint::Port { plug, .. }) = target {
+            if let (Some(Endpoint::Port { plug, .. }), Some(token)) = (target, token) {
                 let (r, unfit) = if rewrites.is_empty() {
                     (self.soft.send(plug.as_mut(), batch, which), 0)
                 } else {
@@ -249,6 +260,12 @@ impl Fanout {
                     r.dropped_full as u64,
                     (r.dropped_error + unfit) as u64,
                 );
+                // A send may have started or emptied a backlog. A failure
+                // leaves the old registration, which still watches what the
+                // port receives; the next refresh tries again.
+                if let Err(e) = plug.refresh_interest(&self.registry, token) {
+                    tracing::debug!(port = out.index(), error = %e, "cannot update what the port is watched for");
+                }
             }
             rewrites.clear();
             which.clear();

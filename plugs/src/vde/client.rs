@@ -177,10 +177,10 @@ impl VdeClient {
         };
         tracing::debug!(switch = %label, data = %data_path.display(), "plugged into a VDE switch");
         Ok(VdeClientPort {
-            link: VdeLink {
-                control: UnixStream::from_std(control),
-                data: BatchedDgram::new(UnixDatagram::from_std(data)).with_backlog(),
-            },
+            link: VdeLink::new(
+                UnixStream::from_std(control),
+                BatchedDgram::new(UnixDatagram::from_std(data)),
+            ),
             switch_dir: dir,
             data_path,
             port_number,
@@ -362,6 +362,10 @@ impl Plug for VdeClientPort {
     fn on_writable(&mut self) -> io::Result<()> {
         self.link.on_writable();
         Ok(())
+    }
+
+    fn refresh_interest(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        self.link.refresh_interest(registry, token)
     }
 
     /// `vde://DIR[PORT]`: where this cable is plugged in.

@@ -42,10 +42,7 @@ impl VdePort {
         client_uid: Option<u32>,
     ) -> VdePort {
         VdePort {
-            link: VdeLink {
-                control,
-                data: data.with_backlog(),
-            },
+            link: VdeLink::new(control, data),
             port_number,
             requested: request.port,
             client_path: request.client_path.clone(),
@@ -99,6 +96,10 @@ impl Plug for VdePort {
     fn on_writable(&mut self) -> io::Result<()> {
         self.link.on_writable();
         Ok(())
+    }
+
+    fn refresh_interest(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        self.link.refresh_interest(registry, token)
     }
 
     fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
