@@ -166,15 +166,7 @@ impl TapPlug {
         }
 
         if existed {
-            match dev.is_running() {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    tap = name,
-                    "tap is down; frames will not flow until it is brought up \
-                     (ip link set {name} up)"
-                ),
-                Err(e) => tracing::debug!(tap = name, error = %e, "cannot read tap flags"),
-            }
+            warn_if_down(name, dev.is_running());
         } else {
             dev.enabled(true)
                 .map_err(|e| explain_config_error(name, "bring up", e))?;
@@ -207,15 +199,7 @@ impl TapPlug {
             }
         }
         if existed {
-            match tap_napi::is_running(name) {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    tap = name,
-                    "tap is down; frames will not flow until it is brought up \
-                     (ip link set {name} up)"
-                ),
-                Err(e) => tracing::debug!(tap = name, error = %e, "cannot read tap flags"),
-            }
+            warn_if_down(name, tap_napi::is_running(name));
         } else {
             tap_napi::set_up(name).map_err(|e| explain_config_error(name, "bring up", e))?;
         }
@@ -480,6 +464,20 @@ pub(crate) fn epoll_level(
 
 /// Rejects names the kernel would refuse (mirrors `dev_valid_name`), so the
 /// operator gets a precise message instead of a bare EINVAL.
+/// Tells the operator that an existing tap is down (we leave its state to
+/// its owner, so frames will not flow until someone brings it up).
+fn warn_if_down(name: &str, running: io::Result<bool>) {
+    match running {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            tap = name,
+            "tap is down; frames will not flow until it is brought up \
+             (ip link set {name} up)"
+        ),
+        Err(e) => tracing::debug!(tap = name, error = %e, "cannot read tap flags"),
+    }
+}
+
 /// One `read` of a frame without a virtio-net header.
 fn read_plain(fd: RawFd, frame: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `frame` is a live, exclusively borrowed buffer of its length.
