@@ -350,30 +350,7 @@ mod tests {
         PortId(i)
     }
 
-    /// A scratch directory, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Scratch {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("sb-hub-test-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::daemon::scratch::Scratch;
 
     /// A hub in a fresh directory, with `n` client sockets that each sent
     /// one frame and were attached as ports 0..n.
@@ -381,7 +358,7 @@ mod tests {
         n: usize,
         idle: Duration,
     ) -> (Scratch, SharedHub, Vec<(PeerId, UnixDatagram)>) {
-        let tmp = Scratch::new();
+        let tmp = Scratch::new("hub");
         let hub = DgramHub::bind(tmp.path().join("hub"), HubOptions::default()).unwrap();
         let clock = MonotonicClock::new();
         let shared = HubState::new(hub, clock, idle);

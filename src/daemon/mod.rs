@@ -36,6 +36,8 @@ mod mgmt;
 mod networks;
 mod router_port;
 mod router_services;
+#[cfg(test)]
+mod scratch;
 mod segment_lifecycle;
 mod soft_offload;
 mod tunnels;

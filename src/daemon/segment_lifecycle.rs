@@ -236,26 +236,10 @@ mod tests {
     use crate::daemon::DaemonOptions;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
-    /// A directory of its own for one test, removed at the end.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let p = std::env::temp_dir().join(format!("sb-lifecycle-{}-{tag}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Scratch(p)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::daemon::scratch::Scratch;
 
     /// Segments a and b, each with a VDE2 directory, a stream socket and a
     /// dgram socket under `dir`.

@@ -94,7 +94,7 @@ pub(super) fn accept_clients(d: &mut Daemon, token: Token) {
         let ep = Endpoint::Handshake {
             segment,
             dir,
-            pending,
+            pending: Box::new(pending),
         };
         match d.insert(ep, Interest::READABLE) {
             // The request may already be waiting; edge-triggered polling
@@ -192,29 +192,13 @@ mod tests {
     use super::*;
     use crate::config::ConfigFile;
     use crate::daemon::DaemonOptions;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::time::Instant;
     use switchboard_plugs::batch::{ALL_FRAMES, BATCH_CAPACITY};
     use switchboard_plugs::vde::{VdeClient, VdeClientPort};
     use switchboard_plugs::{FrameBatch, Plug};
 
-    /// A directory of its own for one test, removed at the end.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Scratch {
-            let p = std::env::temp_dir().join(format!("sb-vde-{}-{tag}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Scratch(p)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::daemon::scratch::Scratch;
 
     /// One segment served as a VDE2 directory at `dir/sw`.
     fn daemon(dir: &Path) -> Daemon {
