@@ -50,8 +50,9 @@ pub(crate) enum Endpoint {
         segment: SegmentId,
         /// Index of the switch directory.
         dir: usize,
-        /// The connection.
-        pending: PendingHandshake,
+        /// The connection (boxed: it holds the request buffer, and every
+        /// endpoint in the slab would otherwise be that large).
+        pending: Box<PendingHandshake>,
     },
     /// The `vde_switch` console socket (`-M PATH`).
     MgmtListener(MgmtListener),
