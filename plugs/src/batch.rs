@@ -165,6 +165,12 @@ impl FrameBatch {
     /// plain [`commit`](Self::commit)). The move happens only on abnormal
     /// traffic.
     pub fn commit_from(&mut self, skip: usize, len: usize) {
+        self.commit_offloaded_from(skip, len, Offload::default());
+    }
+
+    /// [`commit_from`](Self::commit_from) for a frame that carries offload
+    /// work.
+    pub fn commit_offloaded_from(&mut self, skip: usize, len: usize, offload: Offload) {
         if skip > 0 {
             let dst = self.count * MAX_FRAME_SLOT;
             let src = dst + skip * MAX_FRAME_SLOT;
@@ -173,7 +179,7 @@ impl FrameBatch {
                 self.buf.copy_within(src..src + n, dst);
             }
         }
-        self.commit(len);
+        self.commit_offloaded(len, offload);
     }
 
     /// Appends a copy of `frame` (for tests and for frames the core itself

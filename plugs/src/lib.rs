@@ -85,6 +85,7 @@ pub mod sealed;
 pub mod stream;
 pub mod tap;
 pub mod tap_napi;
+pub mod tap_uring;
 #[cfg(test)]
 mod test_util;
 pub mod udp_tunnel;

@@ -31,6 +31,7 @@ use mio::{Interest, Registry, Token};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
 use crate::offload::Offload;
+use crate::tap_uring::TapRing;
 use crate::{FrameBatch, Plug, RecvStatus, TxReport};
 
 /// Linux `IFNAMSIZ` minus the terminating NUL: the longest interface name.
@@ -89,6 +90,10 @@ pub struct TapPlug {
     last_recv: Option<Instant>,
     /// [`BUSY_WINDOW`], kept per plug so tests can pin either behaviour.
     busy_window: Duration,
+    /// Batches the reads and writes of a loaded tap into one system call
+    /// each (see [`crate::tap_uring`]); `None` where io_uring is not
+    /// available, and the tap then uses one system call per frame.
+    ring: Option<TapRing>,
 }
 
 /// The tap's descriptor: opened by tun-rs, or by [`crate::tap_napi`] for a
@@ -181,7 +186,9 @@ impl TapPlug {
             offload: opts.offload,
             last_recv: None,
             busy_window: BUSY_WINDOW,
-        })
+            ring: None,
+        }
+        .with_ring())
     }
 
     /// [`open`](Self::open) for a tap with `IFF_NAPI`: the same checks and
@@ -224,7 +231,28 @@ impl TapPlug {
             offload: opts.offload,
             last_recv: None,
             busy_window: BUSY_WINDOW,
-        })
+            ring: None,
+        }
+        .with_ring())
+    }
+
+    /// Gives the plug an io_uring for batched reads and writes, or leaves
+    /// it with plain system calls (logged once) where that is refused.
+    fn with_ring(mut self) -> TapPlug {
+        match TapRing::new(self.dev.as_raw_fd(), self.offload) {
+            Ok(ring) => self.ring = Some(ring),
+            Err(e) => tracing::debug!(
+                tap = %self.name,
+                error = %e,
+                "no io_uring for this tap: one system call per frame"
+            ),
+        }
+        self
+    }
+
+    /// Whether reads and writes under load are batched through an io_uring.
+    pub fn batches_syscalls(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Adopts a tap that someone else opened, typically in another network
@@ -256,7 +284,9 @@ impl TapPlug {
             offload: false,
             last_recv: None,
             busy_window: BUSY_WINDOW,
-        })
+            ring: None,
+        }
+        .with_ring())
     }
 
     /// The interface name, as given to [`open`](Self::open).
@@ -298,6 +328,11 @@ impl Plug for TapPlug {
             .last_recv
             .is_some_and(|t| now.saturating_duration_since(t) < self.busy_window);
         self.last_recv = Some(now);
+        if busy && let Some(ring) = self.ring.as_mut() {
+            return ring
+                .recv(batch)
+                .map_err(|e| with_context(e, format!("tap {}: read failed", self.name)));
+        }
         loop {
             let offload = self.offload;
             let Some(slot) = batch.next_slot() else {
@@ -346,6 +381,11 @@ impl Plug for TapPlug {
     }
 
     fn send_batch(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
+        if which.len() > 1
+            && let Some(ring) = self.ring.as_mut()
+        {
+            return ring.send(batch, which);
+        }
         let mut report = TxReport::default();
         // Once a write fails with EIO/EBADFD/ENODEV (the tap was deleted, or
         // is administratively down: the kernel refuses writes with EIO then),
@@ -581,7 +621,7 @@ fn interface_exists(name: &str) -> bool {
 
 /// Errors that mean the tap device itself is gone (deleted, or detached from
 /// this descriptor): the port should be removed.
-fn is_gone(e: &io::Error) -> bool {
+pub(crate) fn is_gone(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EIO | libc::EBADFD | libc::ENODEV | libc::ENXIO | libc::EBADF)
@@ -968,58 +1008,157 @@ mod tests {
         );
     }
 
+    /// Whether this kernel lets us use io_uring at all; where it does, a
+    /// tap must batch its system calls through one.
+    fn io_uring_allowed() -> bool {
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .map(|v| v.trim() == "0")
+            .unwrap_or(false)
+    }
+
+    /// Opens the test tap with `opts`, with or without its io_uring, and
+    /// checks that the ring is there where the kernel allows one.
+    fn open_tap(opts: &TapOptions, ring: bool) -> TapPlug {
+        let mut plug = TapPlug::open(TAP, opts).unwrap();
+        if io_uring_allowed() {
+            assert!(plug.batches_syscalls(), "io_uring is allowed but unused");
+        } else {
+            eprintln!("io_uring is disabled here: only plain system calls are tested");
+        }
+        if !ring {
+            plug.ring = None;
+        }
+        plug
+    }
+
     #[test]
     fn frames_sent_on_the_interface_are_received_in_batches() {
         in_fresh_netns(
             "frames_sent_on_the_interface_are_received_in_batches",
+            || receives_in_batches(&TapOptions::default(), true),
+        );
+    }
+
+    #[test]
+    fn without_io_uring_frames_are_received_in_batches_too() {
+        in_fresh_netns(
+            "without_io_uring_frames_are_received_in_batches_too",
+            || receives_in_batches(&TapOptions::default(), false),
+        );
+    }
+
+    #[test]
+    fn an_offload_tap_receives_plain_frames_in_batches() {
+        let opts = TapOptions {
+            offload: true,
+            ..TapOptions::default()
+        };
+        in_fresh_netns(
+            "an_offload_tap_receives_plain_frames_in_batches",
+            move || receives_in_batches(&opts, true),
+        );
+    }
+
+    /// 40 frames queued on the interface come out of the tap in order,
+    /// over two batches, the first full.
+    fn receives_in_batches(opts: &TapOptions, ring: bool) {
+        let mut plug = open_tap(opts, ring);
+        // always under load: every receive reads until empty
+        plug.busy_window = Duration::from_secs(3600);
+        let sock = PacketSocket::bind(TAP);
+        let m = marker(2);
+        const N: u16 = 40;
+        for i in 0..N {
+            sock.send(&test_frame(&m, i, 100));
+        }
+        assert!(
+            wait_readable(&mut plug, Duration::from_secs(3)),
+            "tap never became readable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let mut batch = FrameBatch::new();
+        let mut seen = Vec::new();
+        let mut saw_more = false;
+        for _ in 0..20 {
+            batch.clear();
+            let status = plug.recv_batch(&mut batch).unwrap();
+            match status {
+                RecvStatus::More => {
+                    assert!(batch.is_full());
+                    saw_more = true;
+                }
+                RecvStatus::Drained => assert!(!batch.is_full()),
+                RecvStatus::Closed => panic!("tap closed"),
+            }
+            for i in 0..batch.len() {
+                let f = batch.frame(i);
+                if f.len() == 100 && f[14..22] == m {
+                    seen.push(u16::from_be_bytes([f[22], f[23]]));
+                }
+            }
+            if seen.len() == usize::from(N) && status == RecvStatus::Drained {
+                break;
+            }
+            if status == RecvStatus::Drained {
+                wait_readable(&mut plug, Duration::from_millis(200));
+            }
+        }
+        assert!(saw_more, "40 queued frames should overflow one batch of 32");
+        assert_eq!(seen, (0..N).collect::<Vec<_>>(), "all frames, in order");
+        batch.clear();
+        assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+    }
+
+    #[test]
+    fn a_full_batch_written_at_once_reaches_the_interface_in_order() {
+        in_fresh_netns(
+            "a_full_batch_written_at_once_reaches_the_interface_in_order",
             || {
-                let mut plug = TapPlug::open(TAP, &TapOptions::default()).unwrap();
-                // always under load: every receive reads until empty
-                plug.busy_window = Duration::from_secs(3600);
-                let sock = PacketSocket::bind(TAP);
-                let m = marker(2);
-                const N: u16 = 40;
-                for i in 0..N {
-                    sock.send(&test_frame(&m, i, 100));
-                }
-                assert!(
-                    wait_readable(&mut plug, Duration::from_secs(3)),
-                    "tap never became readable"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-                let mut batch = FrameBatch::new();
-                let mut seen = Vec::new();
-                let mut saw_more = false;
-                for _ in 0..20 {
-                    batch.clear();
-                    let status = plug.recv_batch(&mut batch).unwrap();
-                    match status {
-                        RecvStatus::More => {
-                            assert!(batch.is_full());
-                            saw_more = true;
-                        }
-                        RecvStatus::Drained => assert!(!batch.is_full()),
-                        RecvStatus::Closed => panic!("tap closed"),
-                    }
-                    for i in 0..batch.len() {
-                        let f = batch.frame(i);
-                        if f.len() == 100 && f[14..22] == m {
-                            seen.push(u16::from_be_bytes([f[22], f[23]]));
-                        }
-                    }
-                    if seen.len() == usize::from(N) && status == RecvStatus::Drained {
-                        break;
-                    }
-                    if status == RecvStatus::Drained {
-                        wait_readable(&mut plug, Duration::from_millis(200));
-                    }
-                }
-                assert!(saw_more, "40 queued frames should overflow one batch of 32");
-                assert_eq!(seen, (0..N).collect::<Vec<_>>(), "all frames, in order");
-                batch.clear();
-                assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+                sends_a_full_batch(&TapOptions::default(), true);
+                sends_a_full_batch(&TapOptions::default(), false);
+                let offload = TapOptions {
+                    offload: true,
+                    ..TapOptions::default()
+                };
+                sends_a_full_batch(&offload, true);
+                sends_a_full_batch(&offload, false);
             },
         );
+    }
+
+    /// One `send_batch` of 32 frames of different sizes: every frame is
+    /// reported sent, with its bytes, and the interface sees each of them,
+    /// whole and in order.
+    fn sends_a_full_batch(opts: &TapOptions, ring: bool) {
+        let mut plug = open_tap(opts, ring);
+        let sock = PacketSocket::bind(TAP);
+        let m = marker(if ring { 11 } else { 12 } + if opts.offload { 2 } else { 0 });
+        let mut batch = FrameBatch::new();
+        let mut frames = Vec::new();
+        for i in 0..32u16 {
+            let f = test_frame(&m, i, 60 + usize::from(i) * 45);
+            assert!(batch.push(&f));
+            frames.push(f);
+        }
+        let report = plug.send_batch(&batch, &crate::batch::ALL_FRAMES);
+        assert_eq!(report.sent, 32, "{report:?}");
+        assert_eq!(
+            report.sent_bytes,
+            frames.iter().map(Vec::len).sum::<usize>()
+        );
+        for (i, f) in frames.iter().enumerate() {
+            let mut want = m.to_vec();
+            want.extend_from_slice(&(i as u16).to_be_bytes());
+            let got = sock
+                .recv_marked(&want, Duration::from_secs(3))
+                .unwrap_or_else(|| panic!("frame {i} (ring {ring}) not seen in order"));
+            assert_eq!(&got, f, "frame {i} arrived whole");
+        }
+        drop(sock);
+        drop(plug);
+        // the created tap goes with its plug, so the next case can reuse
+        // the name at once (the ring holds no reference to it)
+        assert!(!interface_exists(TAP), "tap outlived its plug");
     }
 
     #[test]
