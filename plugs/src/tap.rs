@@ -90,9 +90,10 @@ pub struct TapPlug {
     last_recv: Option<Instant>,
     /// [`BUSY_WINDOW`], kept per plug so tests can pin either behaviour.
     busy_window: Duration,
-    /// Batches the reads and writes of a loaded tap into one system call
-    /// each (see [`crate::tap_uring`]); `None` where io_uring is not
-    /// available, and the tap then uses one system call per frame.
+    /// Batches the reads of a loaded tap, and every write of more than one
+    /// frame, into one system call each (see [`crate::tap_uring`]); `None`
+    /// where io_uring is not available or has failed, and the tap then
+    /// uses one system call per frame.
     ring: Option<TapRing>,
 }
 
@@ -252,6 +253,18 @@ impl TapPlug {
         self
     }
 
+    /// Goes back to plain system calls after the ring failed. Dropping the
+    /// ring discards the requests it could not submit, which point into
+    /// batches the caller is about to reuse.
+    fn drop_ring(&mut self, e: &io::Error) {
+        tracing::warn!(
+            tap = %self.name,
+            error = %e,
+            "io_uring failed: the tap is read and written one frame per system call from now on"
+        );
+        self.ring = None;
+    }
+
     /// Whether reads and writes under load are batched through an io_uring.
     pub fn batches_syscalls(&self) -> bool {
         self.ring.is_some()
@@ -331,9 +344,11 @@ impl Plug for TapPlug {
             .is_some_and(|t| now.saturating_duration_since(t) < self.busy_window);
         self.last_recv = Some(now);
         if busy && let Some(ring) = self.ring.as_mut() {
-            return ring
-                .recv(batch)
-                .map_err(|e| with_context(e, format!("tap {}: read failed", self.name)));
+            match ring.recv(batch) {
+                Ok(status) => return Ok(status),
+                Err(e) if ring.is_broken() => self.drop_ring(&e),
+                Err(e) => return Err(with_context(e, format!("tap {}: read failed", self.name))),
+            }
         }
         loop {
             let offload = self.offload;
@@ -386,7 +401,11 @@ impl Plug for TapPlug {
         if which.len() > 1
             && let Some(ring) = self.ring.as_mut()
         {
-            return ring.send(batch, which);
+            let report = ring.send(batch, which);
+            if ring.is_broken() {
+                self.drop_ring(&io::Error::other("an io_uring submission failed"));
+            }
+            return report;
         }
         let mut report = TxReport::default();
         // Once a write fails with EIO/EBADFD/ENODEV (the tap was deleted, or
@@ -1013,9 +1032,7 @@ mod tests {
     /// Whether this kernel lets us use io_uring at all; where it does, a
     /// tap must batch its system calls through one.
     fn io_uring_allowed() -> bool {
-        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-            .map(|v| v.trim() == "0")
-            .unwrap_or(false)
+        io_uring::IoUring::new(2).is_ok()
     }
 
     /// Opens the test tap with `opts`, with or without its io_uring, and
@@ -1109,6 +1126,70 @@ mod tests {
         assert_eq!(seen, (0..N).collect::<Vec<_>>(), "all frames, in order");
         batch.clear();
         assert_eq!(plug.recv_batch(&mut batch).unwrap(), RecvStatus::Drained);
+    }
+
+    #[test]
+    fn a_tap_whose_ring_fails_goes_on_with_plain_system_calls() {
+        in_fresh_netns(
+            "a_tap_whose_ring_fails_goes_on_with_plain_system_calls",
+            || {
+                let mut plug = open_tap(&TapOptions::default(), true);
+                let Some(ring) = plug.ring.as_mut() else {
+                    return;
+                };
+                ring.break_for_test();
+                let sock = PacketSocket::bind(TAP);
+                let m = marker(21);
+                let mut batch = FrameBatch::new();
+                for i in 0..4u16 {
+                    batch.push(&test_frame(&m, i, 100));
+                }
+                let all = &crate::batch::ALL_FRAMES[..4];
+                let report = plug.send_batch(&batch, all);
+                assert_eq!((report.sent, report.dropped_error), (0, 4), "{report:?}");
+                assert!(!plug.batches_syscalls(), "a broken ring is dropped");
+                let report = plug.send_batch(&batch, all);
+                assert_eq!(report.sent, 4, "{report:?}");
+                for i in 0..4u16 {
+                    let mut want = m.to_vec();
+                    want.extend_from_slice(&i.to_be_bytes());
+                    assert!(
+                        sock.recv_marked(&want, Duration::from_secs(3)).is_some(),
+                        "frame {i} sent after the fallback"
+                    );
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn probing_a_tap_for_io_uring_consumes_no_frame() {
+        in_fresh_netns("probing_a_tap_for_io_uring_consumes_no_frame", || {
+            let mut plug = open_tap(&TapOptions::default(), false);
+            let sock = PacketSocket::bind(TAP);
+            let m = marker(22);
+            for i in 0..3u16 {
+                sock.send(&test_frame(&m, i, 100));
+            }
+            assert!(wait_readable(&mut plug, Duration::from_secs(3)));
+            std::thread::sleep(Duration::from_millis(50));
+            if let Err(e) = TapRing::new(plug.as_raw_fd(), false) {
+                eprintln!("no io_uring here ({e}): nothing to probe");
+                return;
+            }
+            // under load: read until empty
+            plug.busy_window = Duration::from_secs(3600);
+            plug.last_recv = Some(Instant::now());
+            let mut batch = FrameBatch::new();
+            let status = plug.recv_batch(&mut batch).unwrap();
+            assert_eq!(status, RecvStatus::Drained);
+            let got: Vec<u16> = (0..batch.len())
+                .map(|i| batch.frame(i))
+                .filter(|f| f[14..22] == m)
+                .map(|f| u16::from_be_bytes([f[22], f[23]]))
+                .collect();
+            assert_eq!(got, [0, 1, 2], "the probe left every queued frame");
+        });
     }
 
     #[test]

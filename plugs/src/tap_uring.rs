@@ -15,18 +15,22 @@
 //! readiness still comes from the event loop's epoll registration of the
 //! tap, and a plug can fall back to plain system calls at any time.
 //!
-//! That inline completion is a property of the kernel's tap driver (it
-//! supports `RWF_NOWAIT` since Linux 5.x; older kernels refuse the flag), so
-//! [`TapRing::new`] checks it on the tap itself before anyone relies on it,
-//! and refuses (the caller then keeps plain system calls) where the kernel,
-//! a seccomp filter or `kernel.io_uring_disabled` says no.
+//! That inline completion is a property of the kernel's tap driver, which
+//! accepts `RWF_NOWAIT` since Linux 6.4 (older kernels refuse the flag), so
+//! [`TapRing::new`] checks the flag on the tap itself before anyone relies
+//! on it, and refuses where the kernel, a seccomp filter or
+//! `kernel.io_uring_disabled` says no. The caller then keeps plain system
+//! calls. A ring that fails later (the kernel refuses an `io_uring_enter`)
+//! reports itself broken, and the caller drops it: requests it had queued
+//! but not submitted are discarded with it, never run against buffers that
+//! have moved on.
 
 use std::io;
 use std::os::fd::RawFd;
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use crate::batch::{BATCH_CAPACITY, FrameBatch, MAX_FRAME_SLOT};
+use crate::batch::{BATCH_CAPACITY, FrameBatch};
 use crate::offload::Offload;
 use crate::{RecvStatus, TxReport};
 
@@ -57,6 +61,8 @@ pub struct TapRing {
     iovs: Box<[[libc::iovec; 2]; BATCH_CAPACITY]>,
     /// Results of the last submission, indexed by request.
     results: [i32; BATCH_CAPACITY],
+    /// Set when an `io_uring_enter` failed with requests queued.
+    broken: bool,
 }
 
 // SAFETY: the iovecs hold raw pointers only for the duration of one
@@ -109,50 +115,64 @@ impl TapRing {
                 }; 2]; BATCH_CAPACITY],
             ),
             results: [0; BATCH_CAPACITY],
+            broken: false,
         };
         tr.probe()?;
         Ok(tr)
     }
 
-    /// One read, submitted without waiting: its completion must already be
-    /// there when the submission returns, or the ring is unusable here.
+    /// One zero-length read with `RWF_NOWAIT`, submitted without waiting:
+    /// the tap driver answers it before looking at its queue (so no frame
+    /// is consumed), and a driver without `RWF_NOWAIT` support refuses it
+    /// with `EOPNOTSUPP`. Its completion must be there when the submission
+    /// returns, or the ring is unusable here.
     fn probe(&mut self) -> io::Result<()> {
-        let mut scratch = vec![0u8; MAX_FRAME_SLOT];
-        let sqe = opcode::Read::new(self.fd, scratch.as_mut_ptr(), scratch.len() as u32)
+        // Never read into (the length is 0), but kept valid for as long as
+        // the request could be in flight: if it does not complete inline,
+        // the buffer is leaked rather than freed under it.
+        let scratch: &'static mut [u8; 1] = Box::leak(Box::new([0u8; 1]));
+        let sqe = opcode::Read::new(self.fd, scratch.as_mut_ptr(), 0)
             .rw_flags(NOWAIT)
             .build()
             .user_data(PROBE);
-        // SAFETY: `scratch` outlives the request, which completes inside
-        // `submit` or is cancelled and waited for below.
+        // SAFETY: `scratch` is leaked, so it outlives the request whatever
+        // happens to it; the length is 0 anyway.
         unsafe { self.ring.submission().push(&sqe) }.map_err(io::Error::other)?;
         self.ring.submit()?;
         let Some(cqe) = self.ring.completion().next() else {
-            // The request is in flight, waiting for a frame: cancel it, and
-            // wait for both completions before `scratch` goes away.
-            let cancel = opcode::AsyncCancel::new(PROBE).build().user_data(0);
-            // SAFETY: a cancel request points at no buffer.
-            unsafe { self.ring.submission().push(&cancel) }.map_err(io::Error::other)?;
-            self.ring.submit_and_wait(2)?;
-            self.ring.completion().for_each(drop);
             return Err(io::Error::other(
                 "the tap driver does not complete RWF_NOWAIT reads inline",
             ));
         };
+        // SAFETY: the request completed; nothing refers to `scratch` now.
+        drop(unsafe { Box::from_raw(std::ptr::from_mut(scratch)) });
         match cqe.result() {
-            n if n >= 0 => Ok(()),
-            e if e == -libc::EAGAIN => Ok(()),
+            0 => Ok(()),
+            n if n > 0 => Err(io::Error::other(format!(
+                "a zero-length read of the tap returned {n} bytes"
+            ))),
             e => Err(io::Error::from_raw_os_error(-e)),
         }
     }
 
-    /// The read request for the `i`th free slot of `batch` (slot and header
-    /// `i` of this ring).
-    fn read_sqe(&mut self, batch: &mut FrameBatch, i: usize) -> squeue::Entry {
-        let slot = batch
-            .free_slots()
-            .nth(i)
-            .expect("read_sqe: caller checked the batch has room");
-        let (ptr, len) = (slot.as_mut_ptr(), slot.len());
+    /// Whether an `io_uring_enter` failed: the ring must be dropped (see
+    /// the module documentation), and the tap served with plain calls.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Makes the ring behave as after a failed `io_uring_enter`, so tests
+    /// can check that its owner falls back to plain system calls.
+    #[cfg(test)]
+    pub(crate) fn break_for_test(&mut self) {
+        self.broken = true;
+    }
+
+    /// The request reading into `slot`, with header and iovec `i` of this
+    /// ring when the tap has virtio-net headers. Raw pointers only: the
+    /// caller hands out every slot of one submission from a single borrow
+    /// of the batch.
+    fn read_sqe(&mut self, i: usize, slot: *mut u8, len: usize) -> squeue::Entry {
         let entry = if self.offload {
             self.iovs[i] = [
                 libc::iovec {
@@ -160,7 +180,7 @@ impl TapRing {
                     iov_len: Offload::HEADER_LEN,
                 },
                 libc::iovec {
-                    iov_base: ptr.cast(),
+                    iov_base: slot.cast(),
                     iov_len: len,
                 },
             ];
@@ -168,7 +188,7 @@ impl TapRing {
                 .rw_flags(NOWAIT)
                 .build()
         } else {
-            opcode::Read::new(self.fd, ptr, len as u32)
+            opcode::Read::new(self.fd, slot, len as u32)
                 .rw_flags(NOWAIT)
                 .build()
         };
@@ -188,56 +208,64 @@ impl TapRing {
     }
 
     /// Reads frames into `batch` until it is full or the tap is empty, a
-    /// few reads per system call.
+    /// few reads per system call. Every read of a submission runs, so a
+    /// read that fails does not stop the ones after it; their frames are
+    /// kept, and the status reports the worst outcome (an error, then the
+    /// tap's end, then "empty").
     ///
     /// # Errors
     ///
     /// A read failed for a reason other than "empty" or "gone", or the ring
-    /// itself failed; frames read before the failure stay in the batch.
+    /// itself failed ([`is_broken`](Self::is_broken) then says so, and no
+    /// frame of that submission was read).
     pub fn recv(&mut self, batch: &mut FrameBatch) -> io::Result<RecvStatus> {
+        if self.broken {
+            return Err(io::Error::other("the io_uring has failed before"));
+        }
         loop {
             let want = self.reads.min(batch.remaining());
             if want == 0 {
                 return Ok(RecvStatus::More);
             }
-            for i in 0..want {
-                let sqe = self.read_sqe(batch, i);
+            for (i, slot) in batch.free_slots().take(want).enumerate() {
+                let sqe = self.read_sqe(i, slot.as_mut_ptr(), slot.len());
                 // SAFETY: slot, header and iovec `i` stay in place until
-                // `submit_and_wait` returns, and every request completes
-                // inside it (RWF_NOWAIT, checked by the probe).
-                unsafe { self.ring.submission().push(&sqe) }.map_err(io::Error::other)?;
+                // `submit_all` returns, and every request completes inside
+                // it (RWF_NOWAIT); if it fails, the ring is dropped with
+                // the requests unsubmitted.
+                if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+                    self.broken = true;
+                    return Err(io::Error::other("io_uring submission queue full"));
+                }
             }
             self.submit_all(want)?;
             let mut found = 0;
             let mut skip = 0;
-            let mut status = None;
+            let mut status: Option<io::Result<RecvStatus>> = None;
             for i in 0..want {
-                match self.results[i] {
+                let outcome = match self.results[i] {
                     n if n > 0 => {
                         self.commit_read(batch, i, skip, n as usize);
                         found += 1;
+                        continue;
                     }
                     // A tap never returns 0 for a non-empty buffer while the
                     // device exists; treat it as end of file.
-                    0 => {
-                        status.get_or_insert(Ok(RecvStatus::Closed));
-                        skip += 1;
-                    }
+                    0 => Ok(RecvStatus::Closed),
                     e => {
-                        skip += 1;
                         let err = io::Error::from_raw_os_error(-e);
                         match err.kind() {
                             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {
-                                status.get_or_insert(Ok(RecvStatus::Drained));
+                                Ok(RecvStatus::Drained)
                             }
-                            _ if crate::tap::is_gone(&err) => {
-                                status.get_or_insert(Ok(RecvStatus::Closed));
-                            }
-                            _ => {
-                                status.get_or_insert(Err(err));
-                            }
+                            _ if crate::tap::is_gone(&err) => Ok(RecvStatus::Closed),
+                            _ => Err(err),
                         }
                     }
+                };
+                skip += 1;
+                if severity(&outcome) > status.as_ref().map_or(0, severity) {
+                    status = Some(outcome);
                 }
             }
             // Next time, ask for what this one found plus a little, or
@@ -254,16 +282,23 @@ impl TapRing {
     }
 
     /// Writes the frames of `batch` listed in `which`, one system call per
-    /// ring's worth, and reports what the tap took.
+    /// ring's worth, and reports what the tap took. Frames of a submission
+    /// the ring could not make are counted as dropped for an error, and
+    /// [`is_broken`](Self::is_broken) says so.
     pub fn send(&mut self, batch: &FrameBatch, which: &[u16]) -> TxReport {
         let mut report = TxReport::default();
         for chunk in which.chunks(BATCH_CAPACITY) {
+            if self.broken {
+                report.dropped_error += chunk.len();
+                continue;
+            }
             let mut queued = 0;
+            let mut out_of_range = 0;
             let mut lens = [0usize; BATCH_CAPACITY];
             for &i in chunk {
                 let i = usize::from(i);
                 if i >= batch.len() {
-                    report.dropped_error += 1;
+                    out_of_range += 1;
                     continue;
                 }
                 let frame = batch.frame(i);
@@ -290,18 +325,18 @@ impl TapRing {
                 };
                 let sqe = entry.user_data(queued as u64);
                 // SAFETY: the frame, header and iovec stay in place until
-                // `submit_and_wait` returns; writes to a tap complete inline.
+                // `submit_all` returns; writes to a tap complete inline, and
+                // if the submission fails the ring is dropped with them.
                 if unsafe { self.ring.submission().push(&sqe) }.is_err() {
-                    report.dropped_error += 1;
-                    continue;
+                    self.broken = true;
+                    break;
                 }
                 queued += 1;
             }
-            if queued == 0 {
-                continue;
-            }
-            if self.submit_all(queued).is_err() {
-                report.dropped_error += queued;
+            report.dropped_error += out_of_range;
+            if self.broken || self.submit_all(queued).is_err() {
+                // nothing of this chunk was written
+                report.dropped_error += chunk.len() - out_of_range;
                 continue;
             }
             for (i, &len) in lens.iter().enumerate().take(queued) {
@@ -319,42 +354,49 @@ impl TapRing {
     }
 
     /// Submits the `n` queued requests and collects their results into
-    /// `self.results`, by request index.
+    /// `self.results`, by request index. A completion for an index outside
+    /// the submission, or seen twice, is ignored.
+    ///
+    /// # Errors
+    ///
+    /// `io_uring_enter` failed. It fails only when it submitted nothing, so
+    /// the requests are still queued; the ring is marked broken, for the
+    /// caller to drop it with them.
     fn submit_all(&mut self, n: usize) -> io::Result<()> {
+        let mut seen: u64 = 0;
         let mut done = 0;
-        let mut attempts = 0;
+        let mut interrupted = 0;
         while done < n {
-            attempts += 1;
             match self.ring.submit_and_wait(n - done) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && attempts < 8 => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 8 => {
+                    interrupted += 1;
+                    continue;
+                }
                 Err(e) => {
-                    // Requests may still be in flight with pointers into
-                    // the caller's buffers; wait them out before returning.
-                    self.drain_in_flight(n - done);
+                    self.broken = true;
                     return Err(e);
                 }
             }
             for cqe in self.ring.completion() {
-                if let Some(r) = self.results.get_mut(cqe.user_data() as usize) {
-                    *r = cqe.result();
+                let i = cqe.user_data() as usize;
+                if i < n && seen & (1 << i) == 0 {
+                    seen |= 1 << i;
+                    self.results[i] = cqe.result();
                     done += 1;
                 }
             }
         }
         Ok(())
     }
+}
 
-    /// Last resort after a failed `io_uring_enter`: cancels whatever is
-    /// still queued or in flight and waits for it, so no request outlives
-    /// the buffers it points at.
-    fn drain_in_flight(&mut self, outstanding: usize) {
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(PROBE);
-        // SAFETY: a cancel request points at no buffer.
-        let _ = unsafe { self.ring.submission().push(&cancel) };
-        let _ = self.ring.submit_and_wait(outstanding + 1);
-        self.ring.completion().for_each(drop);
+/// How bad a read outcome is, to report the worst of a submission.
+fn severity(outcome: &io::Result<RecvStatus>) -> u8 {
+    match outcome {
+        Ok(RecvStatus::More) => 0,
+        Ok(RecvStatus::Drained) => 1,
+        Ok(RecvStatus::Closed) => 2,
+        Err(_) => 3,
     }
 }
