@@ -3,7 +3,7 @@
 //! A tap moves one frame per `read` or `write`, so a loaded tap port costs
 //! two system calls per forwarded frame, and with plain 1500-byte frames
 //! the event loop spends much of its time entering and leaving the kernel.
-//! There is no `recvmmsg` for a character device, but an io_uring is one:
+//! A character device has no `recvmmsg`; an io_uring does that job for it:
 //! a batch of reads (or writes) is queued in shared memory and handed to
 //! the kernel with a single `io_uring_enter`.
 //!
