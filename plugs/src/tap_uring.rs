@@ -51,7 +51,10 @@ const PROBE: u64 = u64::MAX;
 /// while a submission is in the kernel (virtio-net headers and iovecs).
 pub struct TapRing {
     ring: IoUring,
-    fd: types::Fd,
+    /// The tap, registered with the ring as its only fixed file, so a
+    /// request skips the descriptor table (see [`Drop`] for why that
+    /// reference is given back before the ring goes).
+    fd: types::Fixed,
     /// Whether requests carry a virtio-net header before the frame.
     offload: bool,
     /// How many reads to submit next: grows while every read finds a frame,
@@ -70,6 +73,17 @@ pub struct TapRing {
 // are dead values.
 unsafe impl Send for TapRing {}
 
+/// Unregisters the tap before the ring is closed: the kernel tears a
+/// closed ring down later, from a work queue, and a tap it still held would
+/// outlive its port (a created tap would linger, and could not be created
+/// again at once). Unregistering is synchronous, and no request is in
+/// flight between calls.
+impl Drop for TapRing {
+    fn drop(&mut self) {
+        let _ = self.ring.submitter().unregister_files();
+    }
+}
+
 impl std::fmt::Debug for TapRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TapRing")
@@ -87,9 +101,6 @@ impl TapRing {
     /// queued before the port was attached; such a frame is dropped, as if
     /// it had arrived a moment earlier.
     ///
-    /// The descriptor is not registered with the ring as a fixed file:
-    /// that would keep the tap open until the ring's deferred teardown, so
-    /// a tap deleted with its port could not be created again at once.
     ///
     /// # Errors
     ///
@@ -102,9 +113,10 @@ impl TapRing {
             // every request of a batch gets a completion.
             .setup_submit_all()
             .build(RING_ENTRIES)?;
+        ring.submitter().register_files(&[fd])?;
         let mut tr = TapRing {
             ring,
-            fd: types::Fd(fd),
+            fd: types::Fixed(0),
             offload,
             reads: FIRST_READS,
             hdrs: Box::new([[0; Offload::HEADER_LEN]; BATCH_CAPACITY]),
