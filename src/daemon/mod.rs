@@ -9,12 +9,14 @@
 //! progress, control connections and the signal pipe.
 //!
 //! mio is edge-triggered, so a readable port goes on a ready queue and stays
-//! there until its plug reports it drained. Each turn of the loop serves every
+//! there until its plug reports it drained. (Taps are registered
+//! level-triggered instead, so that an idle tap can be read one frame per
+//! poll; see `switchboard_plugs::tap`.) Each turn of the loop serves every
 //! queued port once, one batch each, which keeps one busy port from starving
 //! the others. Serving a port means: receive a batch (one `recvmmsg` on
-//! datagram sockets), ask the engine where each frame goes, gather the frames
+//! datagram sockets, one `io_uring_enter` on a loaded tap), ask the engine where each frame goes, gather the frames
 //! per egress port, and hand each egress port its frames in one call (one
-//! `sendmmsg`). Nothing on that path allocates. Timers come from the engine's
+//! `sendmmsg`, or one `io_uring_enter` for a tap). Nothing on that path allocates. Timers come from the engine's
 //! next deadline. SIGINT and SIGTERM end the loop; dropping the endpoints
 //! removes every socket file the daemon created.
 //!
@@ -30,6 +32,7 @@ mod dgram_hub;
 pub mod dns_upstream;
 mod endpoint;
 mod event_loop;
+mod fd_limit;
 mod forward;
 pub(crate) mod host_uplink;
 mod mgmt;
@@ -52,6 +55,7 @@ use crate::config::Plan;
 /// so configuration errors surface before anything is detached) and runs it
 /// until a signal asks it to stop.
 pub fn run(plan: Plan, opts: DaemonOptions) -> Result<(), DaemonError> {
+    fd_limit::raise_fd_limit();
     let mut daemon = Daemon::new(&plan, &opts)?;
     if opts.print_attach_hints {
         daemon.print_attach_hints(&plan);
