@@ -179,17 +179,12 @@ impl TapPlug {
         }
         tracing::debug!(tap = name, created = !existed, "tap opened");
 
-        Ok(TapPlug {
-            dev: TapDev::Tun(dev),
-            name: name.to_owned(),
-            description: format!("tap {name}"),
-            created: !existed,
-            offload: opts.offload,
-            last_recv: None,
-            busy_window: BUSY_WINDOW,
-            ring: None,
-        }
-        .with_ring())
+        Ok(Self::assemble(
+            TapDev::Tun(dev),
+            name,
+            !existed,
+            opts.offload,
+        ))
     }
 
     /// [`open`](Self::open) for a tap with `IFF_NAPI`: the same checks and
@@ -224,33 +219,39 @@ impl TapPlug {
             ),
         }
         tracing::debug!(tap = name, created = !existed, "tap opened (IFF_NAPI)");
-        Ok(TapPlug {
-            dev: TapDev::Napi(fd),
-            name: name.to_owned(),
-            description: format!("tap {name}"),
-            created: !existed,
-            offload: opts.offload,
-            last_recv: None,
-            busy_window: BUSY_WINDOW,
-            ring: None,
-        }
-        .with_ring())
+        Ok(Self::assemble(
+            TapDev::Napi(fd),
+            name,
+            !existed,
+            opts.offload,
+        ))
     }
 
-    /// Gives the plug an io_uring for batched reads and writes, or leaves
-    /// it with plain system calls (logged once) where that is refused.
-    fn with_ring(mut self) -> TapPlug {
-        match TapRing::new(self.dev.as_raw_fd(), self.offload) {
-            Ok(ring) => self.ring = Some(ring),
+    /// The plug for an opened tap: with an io_uring for batched reads and
+    /// writes, or with plain system calls (logged once) where that is
+    /// refused.
+    fn assemble(dev: TapDev, name: &str, created: bool, offload: bool) -> TapPlug {
+        let ring = TapRing::new(dev.as_raw_fd(), offload)
             // Worth knowing when throughput is lower than expected, but
             // nothing is wrong: the plain system calls carry every frame.
-            Err(e) => tracing::info!(
-                tap = %self.name,
-                error = %e,
-                "io_uring unavailable: the tap is read and written one frame per system call"
-            ),
+            .inspect_err(|e| {
+                tracing::info!(
+                    tap = name,
+                    error = %e,
+                    "io_uring unavailable: the tap is read and written one frame per system call"
+                )
+            })
+            .ok();
+        TapPlug {
+            dev,
+            name: name.to_owned(),
+            description: format!("tap {name}"),
+            created,
+            offload,
+            last_recv: None,
+            busy_window: BUSY_WINDOW,
+            ring,
         }
-        self
     }
 
     /// Goes back to plain system calls after the ring failed. Dropping the
@@ -291,17 +292,7 @@ impl TapPlug {
             .map_err(|e| with_context(e, format!("tap {name}: cannot adopt descriptor")))?;
         dev.set_nonblocking(true)
             .map_err(|e| with_context(e, format!("tap {name}: cannot make non-blocking")))?;
-        Ok(TapPlug {
-            dev: TapDev::Tun(dev),
-            name: name.to_owned(),
-            description: format!("tap {name}"),
-            created: true,
-            offload: false,
-            last_recv: None,
-            busy_window: BUSY_WINDOW,
-            ring: None,
-        }
-        .with_ring())
+        Ok(Self::assemble(TapDev::Tun(dev), name, true, false))
     }
 
     /// The interface name, as given to [`open`](Self::open).
