@@ -97,10 +97,8 @@ impl TapRing {
     /// Sets up a ring for the tap `fd` (non-blocking, `IFF_NO_PI`, with a
     /// virtio-net header on every frame when `offload`).
     ///
-    /// Probes the tap with one `RWF_NOWAIT` read, which may consume a frame
-    /// queued before the port was attached; such a frame is dropped, as if
-    /// it had arrived a moment earlier.
-    ///
+    /// Registers the tap as the ring's fixed file and probes it with one
+    /// zero-length `RWF_NOWAIT` read, which consumes no frame.
     ///
     /// # Errors
     ///
