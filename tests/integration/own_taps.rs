@@ -7,6 +7,47 @@ use crate::switchboard::{Switchboard, assert_ports_carried_traffic, counter, por
 use crate::traffic::Hosts;
 use serde_json::Value;
 
+/// A switchboard in namespace `s` that opened two taps itself, then moved
+/// them into namespaces `a` and `b` (the switch keeps its descriptors when
+/// the taps change namespace).
+struct OwnTaps {
+    sw: Switchboard,
+    /// The switch's namespace: bind it (not `..`), or it is deleted at once.
+    switch_ns: Netns,
+    a: Netns,
+    b: Netns,
+    tap1: String,
+    tap2: String,
+}
+
+impl OwnTaps {
+    /// Starts `switchboard switch -t TAP1 -t TAP2 EXTRA...`, taps named
+    /// with `letter`.
+    fn start(dir: &TestDir, letter: char, extra: &[&str]) -> OwnTaps {
+        let (s, a, b) = (Netns::new(), Netns::new(), Netns::new());
+        let (tap1, tap2) = (tap_name(letter), tap_name(letter));
+        let mut args = vec!["-t", &tap1, "-t", &tap2];
+        args.extend_from_slice(extra);
+        let sw = Switchboard::start(
+            Some(&s),
+            &dir.join("sw"),
+            &args,
+            &[&tap1, &tap2],
+            dir.join("switchboard.log"),
+        );
+        s.move_link(&tap1, &a);
+        s.move_link(&tap2, &b);
+        OwnTaps {
+            sw,
+            switch_ns: s,
+            a,
+            b,
+            tap1,
+            tap2,
+        }
+    }
+}
+
 #[test]
 fn own_taps_ping_and_iperf() {
     skip_unless!(
@@ -16,18 +57,14 @@ fn own_taps_ping_and_iperf() {
         Need::Tool("ss")
     );
     let dir = TestDir::new("taps");
-    let (s, a, b) = (Netns::new(), Netns::new(), Netns::new());
-    let (tap1, tap2) = (tap_name('t'), tap_name('t'));
-    let mut sw = Switchboard::start(
-        Some(&s),
-        &dir.join("sw"),
-        &["-t", &tap1, "-t", &tap2],
-        &[&tap1, &tap2],
-        dir.join("switchboard.log"),
-    );
-    // The switch keeps its descriptors when the taps change namespace.
-    s.move_link(&tap1, &a);
-    s.move_link(&tap2, &b);
+    let OwnTaps {
+        mut sw,
+        a,
+        b,
+        tap1,
+        tap2,
+        switch_ns: _switch_ns,
+    } = OwnTaps::start(&dir, 't', &[]);
     let hosts = Hosts::new(&a, &b, 2);
     hosts.address(&tap1, &tap2);
     hosts.assert_ping(3);
@@ -77,17 +114,14 @@ fn own_taps_with_a_napi_thread_carry_traffic() {
         Need::Tool("ss")
     );
     let dir = TestDir::new("napi");
-    let (s, a, b) = (Netns::new(), Netns::new(), Netns::new());
-    let (tap1, tap2) = (tap_name('n'), tap_name('n'));
-    let mut sw = Switchboard::start(
-        Some(&s),
-        &dir.join("sw"),
-        &["-t", &tap1, "-t", &tap2, "--napi-thread", "--no-offload"],
-        &[&tap1, &tap2],
-        dir.join("switchboard.log"),
-    );
-    s.move_link(&tap1, &a);
-    s.move_link(&tap2, &b);
+    let OwnTaps {
+        mut sw,
+        a,
+        b,
+        tap1,
+        tap2,
+        switch_ns: _switch_ns,
+    } = OwnTaps::start(&dir, 'n', &["--napi-thread", "--no-offload"]);
     for (ns, tap) in [(&a, &tap1), (&b, &tap2)] {
         let path = format!("/sys/class/net/{tap}/threaded");
         let ran = ns.exec(&["cat", &path], crate::netns::secs(5));
